@@ -1,0 +1,43 @@
+//! The `segmentd` command line: `serve` runs the service; other subcommands are tools around it.
+
+pub mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// segmentd: a self-hosted audience segmentation service speaking Adobe Experience Platform's
+/// Segmentation Service REST API.
+#[derive(Debug, Parser)]
+#[command(name = "segmentd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP service.
+    Serve(serve::ServeArgs),
+}
+
+/// Parses the process arguments and runs the chosen subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => report(serve::run(args)),
+    }
+}
+
+/// Prints an error chain to stderr and maps the outcome to an exit code.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

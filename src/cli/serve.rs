@@ -1,0 +1,154 @@
+//! `segmentd serve`: loads the layered configuration and runs the service until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{ClientConfig, LogFormat, Settings};
+use crate::startup::{Application, shutdown_signal};
+
+/// Settings come from `config/default.toml`, then `--config FILE`, then `SEGMENTD_*` environment
+/// variables, then these flags (later wins).
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = "API clients are configured in the file as [[auth.clients]] tables with \
+`api_key`, `token` and `orgs` (a list of IMS org ids). A client authenticates with `x-api-key: <api_key>`, \
+`Authorization: Bearer <token>` and one of its orgs in `x-gw-ims-org-id`.\n\n\
+Environment variables: SEGMENTD_LISTEN, SEGMENTD_DATA_DIR, SEGMENTD_LOG_FORMAT, \
+SEGMENTD_HTTP__BODY_LIMIT_BYTES, SEGMENTD_HTTP__UPLOAD_LIMIT_BYTES, SEGMENTD_HTTP__REQUEST_TIMEOUT_SECS, \
+SEGMENTD_HTTP__SHUTDOWN_TIMEOUT_SECS, SEGMENTD_WORKERS__JOB_WORKERS, SEGMENTD_WORKERS__PREVIEW_WORKERS. \
+Log filtering: RUST_LOG (default `info`)."
+)]
+pub struct ServeArgs {
+    /// TOML configuration file layered over the defaults [key: none].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free one [key: listen; default 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for all durable state [key: data_dir; default ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Adds the development client (x-api-key demo, token demo, org demo@AdobeOrg).
+    #[arg(long)]
+    pub demo: bool,
+    /// Log format [key: log_format; default text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Largest JSON request body in bytes [key: http.body_limit_bytes; default 10485760].
+    #[arg(long, value_name = "BYTES")]
+    pub body_limit_bytes: Option<usize>,
+    /// Largest file upload in bytes [key: http.upload_limit_bytes; default 536870912].
+    #[arg(long, value_name = "BYTES")]
+    pub upload_limit_bytes: Option<usize>,
+    /// Per-request deadline in seconds [key: http.request_timeout_secs; default 60].
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Drain deadline at shutdown in seconds [key: http.shutdown_timeout_secs; default 20].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+    /// Segment, export and sample jobs running at once [key: workers.job_workers; default 1].
+    #[arg(long, value_name = "N")]
+    pub job_workers: Option<usize>,
+    /// Preview jobs evaluating at once [key: workers.preview_workers; default 2].
+    #[arg(long, value_name = "N")]
+    pub preview_workers: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Returns the flags that were given, as a TOML table shaped like the configuration file.
+    fn overrides(&self) -> anyhow::Result<toml::Table> {
+        let mut root = toml::Table::new();
+        let mut http = toml::Table::new();
+        let mut workers = toml::Table::new();
+        let set = |table: &mut toml::Table, key: &str, value: Option<toml::Value>| {
+            if let Some(value) = value {
+                table.insert(key.to_owned(), value);
+            }
+        };
+        let text = |value: String| toml::Value::String(value);
+        let int = |value: u64| {
+            i64::try_from(value)
+                .map(toml::Value::Integer)
+                .context("flag value is too large")
+        };
+        set(
+            &mut root,
+            "listen",
+            self.listen.map(|addr| text(addr.to_string())),
+        );
+        set(
+            &mut root,
+            "data_dir",
+            self.data_dir
+                .as_ref()
+                .map(|dir| text(dir.display().to_string())),
+        );
+        set(
+            &mut root,
+            "log_format",
+            self.log_format
+                .map(|format| toml::Value::try_from(format))
+                .transpose()?,
+        );
+        set(
+            &mut http,
+            "body_limit_bytes",
+            self.body_limit_bytes.map(|v| int(v as u64)).transpose()?,
+        );
+        set(
+            &mut http,
+            "upload_limit_bytes",
+            self.upload_limit_bytes.map(|v| int(v as u64)).transpose()?,
+        );
+        set(
+            &mut http,
+            "request_timeout_secs",
+            self.request_timeout_secs.map(int).transpose()?,
+        );
+        set(
+            &mut http,
+            "shutdown_timeout_secs",
+            self.shutdown_timeout_secs.map(int).transpose()?,
+        );
+        set(
+            &mut workers,
+            "job_workers",
+            self.job_workers.map(|v| int(v as u64)).transpose()?,
+        );
+        set(
+            &mut workers,
+            "preview_workers",
+            self.preview_workers.map(|v| int(v as u64)).transpose()?,
+        );
+        if !http.is_empty() {
+            root.insert("http".into(), toml::Value::Table(http));
+        }
+        if !workers.is_empty() {
+            root.insert("workers".into(), toml::Value::Table(workers));
+        }
+        Ok(root)
+    }
+}
+
+/// Loads settings and serves until a shutdown signal.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut settings = Settings::load(args.config.as_deref(), std::env::vars(), args.overrides()?)?;
+    if args.demo {
+        settings.auth.clients.push(ClientConfig::demo());
+    }
+    crate::telemetry::init(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start runtime")?;
+    runtime.block_on(async move {
+        let application = Application::build(settings).await?;
+        // Scripts wait for this line: it means the listener is bound and requests are served.
+        println!("segmentd listening on http://{}", application.local_addr());
+        application.run_until(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,140 @@
+//! Building and running the service: open the stores, bind the listener (keeping the real port so
+//! `127.0.0.1:0` works in tests), serve until a shutdown signal, then drain within the deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, auth::Authenticator};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::store::metadata::{MetadataStore, StoreError};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A store could not be opened.
+    #[error("cannot open store: {0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound, or serving failed.
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built service, bound to its address, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the stores in `settings.data_dir` and binds `settings.listen`.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Application::build`], with an injected clock (tests).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartupError::DataDir {
+            path: settings.data_dir.clone(),
+            source,
+        })?;
+        let data_dir = settings.data_dir.clone();
+        let metadata = tokio::task::spawn_blocking(move || MetadataStore::open(&data_dir))
+            .await
+            .map_err(|error| StoreError::Task(error.to_string()))??;
+        let listener = TcpListener::bind(settings.listen).await?;
+        let state = AppState {
+            auth: Arc::new(Authenticator::new(&settings.auth.clients)),
+            settings: Arc::new(settings),
+            metadata,
+            clock,
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// Returns the address actually bound (the real port when the configured one was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests within
+    /// the configured deadline.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let deadline = Duration::from_secs(self.state.settings.http.shutdown_timeout_secs);
+        let token = CancellationToken::new();
+        let router = api::router(self.state);
+        let server = axum::serve(self.listener, router)
+            .with_graceful_shutdown(token.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { server.await });
+        tokio::select! {
+            result = &mut server => return flatten(result),
+            () = shutdown => {}
+        }
+        tracing::info!(
+            deadline_secs = deadline.as_secs(),
+            "shutting down: draining requests"
+        );
+        token.cancel();
+        match tokio::time::timeout(deadline, &mut server).await {
+            Ok(result) => flatten(result),
+            Err(_) => {
+                tracing::warn!("drain deadline passed; closing remaining connections");
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn flatten(
+    result: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> Result<(), StartupError> {
+    result.map_err(|error| std::io::Error::other(error.to_string()))??;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        // If the handler cannot be installed, only SIGTERM stops the service.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

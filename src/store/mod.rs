@@ -1,0 +1,3 @@
+//! Durable state. `metadata` holds resources (datasets, batches, definitions, jobs, schedules) in SQLite.
+
+pub mod metadata;

@@ -1,0 +1,10 @@
+//! The one integration-test binary (one binary links once): starts the real server on `127.0.0.1:0`
+//! with a temporary data directory and talks HTTP to it.
+
+mod auth;
+mod catalog;
+mod durability;
+mod errors;
+mod helpers;
+mod operations;
+mod process;
