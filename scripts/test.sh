@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 # Tests that call these tools fail (instead of skipping) when this is set.
-export SEGMENTD_REQUIRE_PY_TOOLS=1
+export REQUIRE_PY_TEST_TOOLS=1
 cargo test --locked

@@ -32,7 +32,7 @@ async fn openapi_document_is_served_and_lists_the_routes() {
 
 /// Validates the served document with an independent validator (Python's openapi-spec-validator,
 /// installed by `scripts/test.sh`). Without the tool this test is skipped, unless
-/// `SEGMENTD_REQUIRE_PY_TOOLS` is set (as `scripts/test.sh` and CI do), where a missing tool fails.
+/// `REQUIRE_PY_TEST_TOOLS` is set (as `scripts/test.sh` and CI do), where a missing tool fails.
 #[tokio::test]
 async fn openapi_document_passes_an_independent_validator() {
     let python_has_validator = std::process::Command::new("python3")
@@ -41,7 +41,7 @@ async fn openapi_document_passes_an_independent_validator() {
         .is_ok_and(|status| status.success());
     if !python_has_validator {
         assert!(
-            std::env::var_os("SEGMENTD_REQUIRE_PY_TOOLS").is_none(),
+            std::env::var_os("REQUIRE_PY_TEST_TOOLS").is_none(),
             "openapi-spec-validator is required: run scripts/test.sh"
         );
         eprintln!("skipped: openapi-spec-validator is not installed (scripts/test.sh installs it)");
