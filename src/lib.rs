@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod ingest;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

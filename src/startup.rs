@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, auth::Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::ingest::batch::{IngestJobError, Ingestor};
 use crate::store::metadata::{MetadataStore, StoreError};
+use crate::store::profiles::{ProfileStore, ProfileStoreError};
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,12 @@ pub enum StartupError {
     /// A store could not be opened.
     #[error("cannot open store: {0}")]
     Store(#[from] StoreError),
+    /// The profile store could not be opened.
+    #[error("cannot open profile store: {0}")]
+    Profiles(#[from] ProfileStoreError),
+    /// Unfinished batches could not be resumed.
+    #[error("cannot resume unfinished batches: {0}")]
+    Recovery(#[from] IngestJobError),
     /// The listen address could not be bound, or serving failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
@@ -58,8 +66,27 @@ impl Application {
         let metadata = tokio::task::spawn_blocking(move || MetadataStore::open(&data_dir))
             .await
             .map_err(|error| StoreError::Task(error.to_string()))??;
+        let data_dir = settings.data_dir.clone();
+        let store_clock = clock.clone();
+        let profiles = tokio::task::spawn_blocking(move || {
+            ProfileStore::open(&data_dir).map(|store| store.with_clock(store_clock))
+        })
+        .await
+        .map_err(|error| StoreError::Task(error.to_string()))??;
+        let ingestor = Ingestor::new(
+            metadata.clone(),
+            Arc::new(profiles),
+            &settings.data_dir,
+            clock.clone(),
+        );
+        // Batches a crash left in staging are finished before the first request is served.
+        let resumed = ingestor.recover().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished batches");
+        }
         let listener = TcpListener::bind(settings.listen).await?;
         let state = AppState {
+            ingestor,
             auth: Arc::new(Authenticator::new(&settings.auth.clients)),
             settings: Arc::new(settings),
             metadata,

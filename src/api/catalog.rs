@@ -1,4 +1,4 @@
-//! Catalog endpoints under `/data/foundation/catalog`: datasets.
+//! Catalog endpoints under `/data/foundation/catalog`: datasets and batch status.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,8 @@ use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{AppJson, AppPath, AppQuery};
-use crate::catalog::{self, Dataset, NewDataset};
+use crate::catalog::batches::{self, Batch};
+use crate::catalog::datasets::{self as catalog, Dataset, NewDataset};
 
 /// Catalog's largest page.
 const MAX_PAGE: usize = 100;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
             get(datasets_list).post(datasets_create),
         )
         .route("/data/foundation/catalog/dataSets/{id}", get(datasets_get))
+        .route("/data/foundation/catalog/batches/{id}", get(batches_get))
 }
 
 /// Creates a dataset and answers `["@/dataSets/{id}"]` with 201 and a `Location` header.
@@ -108,4 +110,19 @@ pub async fn datasets_list(
         );
     }
     Ok(Json(body))
+}
+
+/// Returns `{id: batch}` for one batch of the caller's sandbox: status, metrics and errors.
+#[utoipa::path(get, path = "/data/foundation/catalog/batches/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "Batch id")),
+    responses((status = 200, description = "The batch keyed by id"), (status = 404, description = "Not found")))]
+pub async fn batches_get(
+    State(state): State<AppState>,
+    scope: RequestScope,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<BTreeMap<String, Batch>>> {
+    let batch = batches::get_batch(&state.metadata, &scope.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("batch", &id))?;
+    Ok(Json(BTreeMap::from([(id, batch)])))
 }

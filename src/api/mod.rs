@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod import;
 pub mod middleware;
 pub mod openapi;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub auth: Arc<auth::Authenticator>,
     /// Resource metadata.
     pub metadata: MetadataStore,
+    /// Batch and streaming ingestion into the profile store.
+    pub ingestor: crate::ingest::batch::Ingestor,
     /// The source of "now".
     pub clock: Arc<dyn Clock>,
 }
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let api = Router::new()
         .merge(catalog::router())
+        .merge(import::router(settings.http.upload_limit_bytes))
         .fallback(route_not_found)
         .layer(axum_middleware::from_fn_with_state(
             state.clone(),

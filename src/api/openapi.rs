@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{AppState, catalog, health};
+use crate::api::{AppState, catalog, health, import};
 
 /// The service's API description.
 #[derive(OpenApi)]
@@ -18,13 +18,18 @@ use crate::api::{AppState, catalog, health};
         catalog::datasets_create,
         catalog::datasets_get,
         catalog::datasets_list,
+        catalog::batches_get,
+        import::batches_create,
+        import::files_upload,
+        import::batches_action,
     ),
-    components(schemas(crate::catalog::NewDataset, crate::catalog::Dataset, crate::catalog::SchemaRef)),
+    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat)),
     modifiers(&SecuritySchemes),
     security(("bearer" = [], "apiKey" = [], "orgId" = [])),
     tags(
         (name = "operations", description = "Health and readiness"),
-        (name = "catalog", description = "Catalog datasets"),
+        (name = "catalog", description = "Catalog datasets and batches"),
+        (name = "import", description = "Batch ingestion"),
     )
 )]
 pub struct ApiDoc;

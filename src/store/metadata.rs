@@ -23,6 +23,18 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (org_id, sandbox, id)
     ) WITHOUT ROWID;",
+    // 2: catalog batches; `status` is a column so start-up recovery can find unfinished ones.
+    "CREATE TABLE batches (
+        org_id TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        id TEXT NOT NULL,
+        dataset_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (org_id, sandbox, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX batches_by_status ON batches (status);",
 ];
 
 /// Why a metadata store call failed.

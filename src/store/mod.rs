@@ -1,3 +1,5 @@
-//! Durable state. `metadata` holds resources (datasets, batches, definitions, jobs, schedules) in SQLite.
+//! Durable state. `metadata` holds resources (datasets, batches, definitions, jobs, schedules) in SQLite;
+//! `profiles` holds profile fragments, experience events and the identity graph in redb.
 
 pub mod metadata;
+pub mod profiles;

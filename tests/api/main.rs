@@ -6,5 +6,6 @@ mod catalog;
 mod durability;
 mod errors;
 mod helpers;
+mod ingest;
 mod operations;
 mod process;

@@ -1,4 +1,4 @@
-//! Catalog datasets (`ingest-api.md` §3): the containers that profile records, experience events and
+//! Catalog datasets (`ingest-api.md` §3.1–3.3): the containers that profile records, experience events and
 //! export batches belong to. A dataset's `schemaRef.id` names its XDM class, and its `unifiedProfile`
 //! tag decides whether its data feeds the profile store.
 
@@ -145,6 +145,22 @@ pub async fn create_dataset(
 }
 
 /// Returns the dataset with this id in this tenant, if any.
+pub fn get_dataset_blocking(
+    connection: &rusqlite::Connection,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Option<Dataset>, StoreError> {
+    let body: Option<String> = connection
+        .query_row(
+            "SELECT body FROM datasets WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
+            params![tenant.org_id, tenant.sandbox, id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+}
+
+/// Returns the dataset with this id in this tenant, if any.
 pub async fn get_dataset(
     store: &MetadataStore,
     tenant: &Tenant,
@@ -152,16 +168,7 @@ pub async fn get_dataset(
 ) -> Result<Option<Dataset>, StoreError> {
     let (tenant, id) = (tenant.clone(), id.to_owned());
     store
-        .call(move |connection| {
-            let body: Option<String> = connection
-                .query_row(
-                    "SELECT body FROM datasets WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-                    params![tenant.org_id, tenant.sandbox, id],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
-        })
+        .call(move |connection| get_dataset_blocking(connection, &tenant, &id))
         .await
 }
 

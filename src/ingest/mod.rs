@@ -1,0 +1,9 @@
+//! Ingestion helpers used by the batch and streaming handlers and by the demo
+//! tooling: reading and validating input files, Arrow/JSON conversion, loading a
+//! generated folder, and the synthetic data generator.
+
+pub mod arrow_json;
+pub mod batch;
+pub mod generate;
+pub mod load;
+pub mod validate;

@@ -1,0 +1,649 @@
+//! Reads ingestion files (JSON array, JSON Lines, Parquet) row by row and
+//! validates each row (`ingest-api.md` §2.1–2.3, §4.7–4.9, §12).
+//!
+//! Files are streamed: at most one Parquet record batch or one JSON value is
+//! held at a time. A bad row becomes a [`RowError`] with its 1-based number and
+//! never stops the rows after it; only an unreadable file is fatal.
+//!
+//! Row numbers: JSON Lines count lines (blank lines are skipped but counted, so
+//! the number is the line to fix), a JSON array counts elements, Parquet counts
+//! rows across row groups.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use serde_json::Value;
+
+use crate::store::profiles::identity::row_identities;
+use crate::store::profiles::{RecordKind, parse_timestamp};
+
+/// Largest Individual Profile record accepted, in bytes of JSON (§4.9).
+pub const MAX_RECORD_BYTES: usize = 100 * 1024;
+
+/// Largest ExperienceEvent accepted, in bytes of JSON (§4.9).
+pub const MAX_EVENT_BYTES: usize = 10 * 1024;
+
+/// Rows per Parquet record batch read at once.
+const PARQUET_BATCH_ROWS: usize = 1024;
+
+/// The format of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON array of rows.
+    JsonArray,
+    /// One JSON row per line (the platform's default JSON format, §4.7).
+    JsonLines,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl InputFormat {
+    /// Detects the format from the extension (`.parquet`, `.jsonl`/`.ndjson`,
+    /// `.json`); a `.json` file is an array when its first non-blank byte is `[`.
+    pub fn detect(path: &Path) -> Result<Self, IngestError> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match extension.as_str() {
+            "parquet" => Ok(Self::Parquet),
+            "jsonl" | "ndjson" => Ok(Self::JsonLines),
+            "json" => {
+                let mut reader = BufReader::new(File::open(path)?);
+                loop {
+                    let buffer = reader.fill_buf()?;
+                    let Some(&first) = buffer.iter().find(|b| !b.is_ascii_whitespace()) else {
+                        if buffer.is_empty() {
+                            return Ok(Self::JsonLines);
+                        }
+                        let len = buffer.len();
+                        reader.consume(len);
+                        continue;
+                    };
+                    return Ok(if first == b'[' {
+                        Self::JsonArray
+                    } else {
+                        Self::JsonLines
+                    });
+                }
+            }
+            _ => Err(IngestError::Format(format!(
+                "unsupported file type {:?}; use .json, .jsonl or .parquet",
+                path.display().to_string()
+            ))),
+        }
+    }
+}
+
+/// A row that failed parsing or validation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowError {
+    /// The 1-based row number (see the module documentation).
+    pub row: usize,
+    /// Why the row was rejected, lowercase.
+    pub reason: String,
+}
+
+/// A file-level failure: the file cannot be read at all from this point on.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Reading the file failed.
+    #[error("cannot read input file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The Parquet file is unreadable.
+    #[error("cannot read parquet file: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// An Arrow batch could not be converted to rows.
+    #[error("cannot convert parquet data: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The file is not in the expected format.
+    #[error("invalid input file: {0}")]
+    Format(String),
+}
+
+/// One item read from a file: a row or the reason it was rejected.
+#[derive(Debug)]
+pub enum ReadError {
+    /// This row is bad; reading goes on.
+    Row(RowError),
+    /// The file is unreadable; this is the last item.
+    File(IngestError),
+}
+
+/// Valid rows and row errors of a whole file, for small files and tests.
+#[derive(Debug, Default)]
+pub struct ValidatedRows {
+    /// The rows that passed validation, in file order.
+    pub rows: Vec<Value>,
+    /// The rows that did not.
+    pub errors: Vec<RowError>,
+}
+
+/// Checks one parsed row of `kind`; `json_bytes` is its size as JSON.
+///
+/// Checks: the row is an object without `null` anywhere (§2.1); it carries a
+/// valid identity (§2.2–2.3); an event has a string `_id` and a `timestamp`;
+/// the XDM fields of §12 have their types; the §4.9 size limits hold.
+pub fn validate_row(kind: RecordKind, row: &Value, json_bytes: usize) -> Result<(), String> {
+    let Value::Object(object) = row else {
+        return Err("row is not a json object".to_owned());
+    };
+    let limit = match kind {
+        RecordKind::Profile => MAX_RECORD_BYTES,
+        RecordKind::Event => MAX_EVENT_BYTES,
+    };
+    if json_bytes > limit {
+        return Err(format!(
+            "row is {json_bytes} bytes, over the {limit}-byte limit"
+        ));
+    }
+    if let Some(path) = find_null(row, &mut Vec::new()) {
+        return Err(format!("{path} is null; leave the key out instead"));
+    }
+    row_identities(row)?;
+    if kind == RecordKind::Event {
+        match object.get("_id") {
+            Some(Value::String(id)) if !id.is_empty() => {}
+            Some(_) => return Err("_id must be a non-empty string".to_owned()),
+            None => return Err("event has no _id".to_owned()),
+        }
+        if !object.contains_key("timestamp") {
+            return Err("event has no timestamp".to_owned());
+        }
+    }
+    for (path, expected) in TYPED_FIELDS {
+        let Some(value) = path.split('.').try_fold(row, |node, part| node.get(part)) else {
+            continue;
+        };
+        if !expected.accepts(value) {
+            return Err(format!("{path} must be {}", expected.describe()));
+        }
+    }
+    Ok(())
+}
+
+/// The XDM types checked by [`validate_row`].
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Array,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// ISO 8601 date-time or epoch milliseconds (§4.7).
+    DateTime,
+    /// Two upper-case letters.
+    CountryCode,
+    /// Three upper-case letters.
+    CurrencyCode,
+}
+
+impl Expect {
+    fn accepts(self, value: &Value) -> bool {
+        match self {
+            Self::String => value.is_string(),
+            Self::Number => value.is_number(),
+            Self::Integer => value.is_i64() || value.is_u64(),
+            Self::Boolean => value.is_boolean(),
+            Self::Array => value.is_array(),
+            Self::Date => value
+                .as_str()
+                .is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
+            Self::DateTime => parse_timestamp(value).is_some(),
+            Self::CountryCode => value
+                .as_str()
+                .is_some_and(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())),
+            Self::CurrencyCode => value
+                .as_str()
+                .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::String => "a string",
+            Self::Number => "a number",
+            Self::Integer => "an integer",
+            Self::Boolean => "a boolean",
+            Self::Array => "an array",
+            Self::Date => "a date (YYYY-MM-DD)",
+            Self::DateTime => "an ISO 8601 date-time or epoch milliseconds",
+            Self::CountryCode => "a two-letter upper-case country code",
+            Self::CurrencyCode => "a three-letter upper-case currency code",
+        }
+    }
+}
+
+/// Standard XDM paths of `ingest-api.md` §12.2–12.3 and their types.
+const TYPED_FIELDS: &[(&str, Expect)] = &[
+    ("timestamp", Expect::DateTime),
+    ("eventType", Expect::String),
+    ("person.birthDate", Expect::Date),
+    ("person.birthYear", Expect::Integer),
+    ("person.gender", Expect::String),
+    ("homeAddress.countryCode", Expect::CountryCode),
+    ("workAddress.countryCode", Expect::CountryCode),
+    ("personalEmail.address", Expect::String),
+    ("loyalty.points", Expect::Number),
+    ("loyalty.lifetimePurchases", Expect::Number),
+    ("loyalty.joinDate", Expect::DateTime),
+    ("loyalty.loyaltyID", Expect::Array),
+    ("extSourceSystemAudit.lastUpdatedDate", Expect::DateTime),
+    ("commerce.order.priceTotal", Expect::Number),
+    ("commerce.order.currencyCode", Expect::CurrencyCode),
+    ("productListItems", Expect::Array),
+    ("web.webPageDetails.isHomePage", Expect::Boolean),
+    ("placeContext.geo.countryCode", Expect::CountryCode),
+];
+
+/// Returns the dotted path of the first `null` inside `value`.
+fn find_null(value: &Value, path: &mut Vec<String>) -> Option<String> {
+    match value {
+        Value::Null => Some(if path.is_empty() {
+            "row".to_owned()
+        } else {
+            path.join(".")
+        }),
+        Value::Object(map) => map.iter().find_map(|(key, child)| {
+            path.push(key.clone());
+            let found = find_null(child, path);
+            path.pop();
+            found
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(index, child)| {
+            path.push(index.to_string());
+            let found = find_null(child, path);
+            path.pop();
+            found
+        }),
+        _ => None,
+    }
+}
+
+/// Streams the rows of a file, validated for `kind`.
+///
+/// Yields `Ok(row)` for each valid row, `Err(ReadError::Row)` for each bad one,
+/// and at most one final `Err(ReadError::File)` if the file becomes unreadable.
+pub struct RowReader {
+    kind: RecordKind,
+    source: Source,
+    failed: bool,
+}
+
+/// A row number with the parsed row and its JSON size, or why it did not parse.
+type RawRow = (usize, Result<(Value, usize), String>);
+
+enum Source {
+    JsonLines {
+        reader: BufReader<File>,
+        line: usize,
+        buffer: Vec<u8>,
+    },
+    JsonArray {
+        splitter: ArraySplitter<BufReader<File>>,
+        element: usize,
+    },
+    Parquet {
+        reader: ParquetRecordBatchReader,
+        pending: VecDeque<Value>,
+        row: usize,
+    },
+}
+
+impl RowReader {
+    /// Opens `path`, detecting its format from the name.
+    pub fn open(path: &Path, kind: RecordKind) -> Result<Self, IngestError> {
+        Self::open_as(path, InputFormat::detect(path)?, kind)
+    }
+
+    /// Opens `path` in the given format.
+    pub fn open_as(
+        path: &Path,
+        format: InputFormat,
+        kind: RecordKind,
+    ) -> Result<Self, IngestError> {
+        let file = File::open(path)?;
+        let source = match format {
+            InputFormat::JsonLines => Source::JsonLines {
+                reader: BufReader::new(file),
+                line: 0,
+                buffer: Vec::new(),
+            },
+            InputFormat::JsonArray => Source::JsonArray {
+                splitter: ArraySplitter::new(BufReader::new(file)),
+                element: 0,
+            },
+            InputFormat::Parquet => Source::Parquet {
+                reader: ParquetRecordBatchReaderBuilder::try_new(file)?
+                    .with_batch_size(PARQUET_BATCH_ROWS)
+                    .build()?,
+                pending: VecDeque::new(),
+                row: 0,
+            },
+        };
+        Ok(Self {
+            kind,
+            source,
+            failed: false,
+        })
+    }
+
+    /// Reads the next raw row: its number, and the parsed value with its JSON size.
+    fn next_raw(&mut self) -> Option<Result<RawRow, IngestError>> {
+        match &mut self.source {
+            Source::JsonLines {
+                reader,
+                line,
+                buffer,
+            } => loop {
+                buffer.clear();
+                match reader.read_until(b'\n', buffer) {
+                    Ok(0) => return None,
+                    Ok(_) => *line += 1,
+                    Err(error) => return Some(Err(error.into())),
+                }
+                if buffer.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let parsed = serde_json::from_slice::<Value>(buffer)
+                    .map(|v| (v, buffer.len()))
+                    .map_err(|e| format!("malformed json: {e}"));
+                return Some(Ok((*line, parsed)));
+            },
+            Source::JsonArray { splitter, element } => match splitter.next_element() {
+                Ok(None) => None,
+                Ok(Some(bytes)) => {
+                    *element += 1;
+                    let parsed = serde_json::from_slice::<Value>(bytes)
+                        .map(|v| (v, bytes.len()))
+                        .map_err(|e| format!("malformed json: {e}"));
+                    Some(Ok((*element, parsed)))
+                }
+                Err(error) => Some(Err(error)),
+            },
+            Source::Parquet {
+                reader,
+                pending,
+                row,
+            } => {
+                if pending.is_empty() {
+                    match reader.next()? {
+                        Ok(batch) => match super::arrow_json::batch_to_rows(&batch) {
+                            Ok(rows) => pending.extend(rows),
+                            Err(error) => return Some(Err(error.into())),
+                        },
+                        Err(error) => return Some(Err(error.into())),
+                    }
+                }
+                let value = pending.pop_front()?;
+                *row += 1;
+                let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+                Some(Ok((*row, Ok((value, size)))))
+            }
+        }
+    }
+}
+
+impl Iterator for RowReader {
+    type Item = Result<Value, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_raw()? {
+            Err(error) => {
+                self.failed = true;
+                Some(Err(ReadError::File(error)))
+            }
+            Ok((row, Err(reason))) => Some(Err(ReadError::Row(RowError { row, reason }))),
+            Ok((row, Ok((value, size)))) => Some(match validate_row(self.kind, &value, size) {
+                Ok(()) => Ok(value),
+                Err(reason) => Err(ReadError::Row(RowError { row, reason })),
+            }),
+        }
+    }
+}
+
+/// Reads and validates a whole file into memory.
+pub fn read_file(path: &Path, kind: RecordKind) -> Result<ValidatedRows, IngestError> {
+    let mut out = ValidatedRows::default();
+    for item in RowReader::open(path, kind)? {
+        match item {
+            Ok(row) => out.rows.push(row),
+            Err(ReadError::Row(error)) => out.errors.push(error),
+            Err(ReadError::File(error)) => return Err(error),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a top-level JSON array into the bytes of its elements without
+/// parsing them, so one malformed element is a row error and the next element
+/// is still found (at the next top-level comma).
+struct ArraySplitter<R> {
+    reader: R,
+    state: SplitState,
+    element: Vec<u8>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SplitState {
+    BeforeArray,
+    InArray,
+    Done,
+}
+
+impl<R: BufRead> ArraySplitter<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            state: SplitState::BeforeArray,
+            element: Vec::new(),
+        }
+    }
+
+    /// Returns the next element's bytes, `None` after the closing `]`.
+    fn next_element(&mut self) -> Result<Option<&[u8]>, IngestError> {
+        if self.state == SplitState::Done {
+            return Ok(None);
+        }
+        if self.state == SplitState::BeforeArray {
+            match self.next_non_blank()? {
+                Some(b'[') => self.state = SplitState::InArray,
+                _ => {
+                    return Err(IngestError::Format(
+                        "json file does not start with an array".to_owned(),
+                    ));
+                }
+            }
+        }
+        self.element.clear();
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        loop {
+            let buffer = self.reader.fill_buf()?;
+            if buffer.is_empty() {
+                return Err(IngestError::Format("json array is not closed".to_owned()));
+            }
+            let mut end = None;
+            for (index, &byte) in buffer.iter().enumerate() {
+                if in_string {
+                    match (escaped, byte) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match byte {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => depth -= 1,
+                    b',' if depth == 0 => {
+                        end = Some((index, false));
+                        break;
+                    }
+                    b']' => {
+                        end = Some((index, true));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            match end {
+                Some((index, closed)) => {
+                    self.element.extend_from_slice(&buffer[..index]);
+                    self.reader.consume(index + 1);
+                    if closed {
+                        self.state = SplitState::Done;
+                        if self.element.iter().all(u8::is_ascii_whitespace) {
+                            return Ok(None);
+                        }
+                    }
+                    return Ok(Some(&self.element));
+                }
+                None => {
+                    let len = buffer.len();
+                    self.element.extend_from_slice(buffer);
+                    self.reader.consume(len);
+                }
+            }
+        }
+    }
+
+    fn next_non_blank(&mut self) -> Result<Option<u8>, IngestError> {
+        loop {
+            let buffer = self.reader.fill_buf()?;
+            if buffer.is_empty() {
+                return Ok(None);
+            }
+            match buffer.iter().position(|b| !b.is_ascii_whitespace()) {
+                Some(index) => {
+                    let byte = buffer[index];
+                    self.reader.consume(index + 1);
+                    return Ok(Some(byte));
+                }
+                None => {
+                    let len = buffer.len();
+                    self.reader.consume(len);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::io::Write;
+
+    const ECID: &str = "12345678901234567890123456789012345678";
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn json_lines_report_bad_rows_by_line_and_keep_going() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = json!({"_id": "e1", "timestamp": "2024-06-01T00:00:00Z", "identityMap": {"ECID": [{"id": ECID}]}});
+        let text = [
+            good.to_string(),
+            "{not json".to_owned(),
+            String::new(),
+            json!({"_id": "e2", "identityMap": {"ECID": [{"id": ECID}]}}).to_string(),
+            json!({"timestamp": "2024-06-01T00:00:00Z", "identityMap": {"ECID": [{"id": ECID}]}}).to_string(),
+            json!({"_id": "e3", "timestamp": "2024-06-01T00:00:00Z"}).to_string(),
+            json!({"_id": "e4", "timestamp": "yesterday", "identityMap": {"ECID": [{"id": ECID}]}}).to_string(),
+            json!({"_id": "e5", "timestamp": 1717200000000i64, "identityMap": {"ECID": [{"id": ECID}]}, "web": null}).to_string(),
+            good.to_string(),
+        ]
+        .join("\n");
+        let result =
+            read_file(&write(dir.path(), "events.jsonl", &text), RecordKind::Event).unwrap();
+        assert_eq!(result.rows.len(), 2);
+        let rows: Vec<usize> = result.errors.iter().map(|e| e.row).collect();
+        assert_eq!(rows, [2, 4, 5, 6, 7, 8]);
+        let reasons: Vec<&str> = result.errors.iter().map(|e| e.reason.as_str()).collect();
+        assert!(reasons[0].starts_with("malformed json"));
+        assert_eq!(reasons[1], "event has no timestamp");
+        assert_eq!(reasons[2], "event has no _id");
+        assert!(reasons[3].contains("no identityMap"));
+        assert!(reasons[4].starts_with("timestamp must be"));
+        assert!(reasons[5].starts_with("web is null"));
+    }
+
+    #[test]
+    fn json_arrays_stream_elements_and_resync_after_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#" [ {{"identityMap": {{"CRMID": [{{"id": "c,1]"}}]}}, "person": {{"birthDate": "1990-02-03"}}}},
+                 {{"identityMap": bad}},
+                 {{"identityMap": {{"CRMID": [{{"id": "c-2"}}]}}, "homeAddress": {{"countryCode": "usa"}}}},
+                 {{"identityMap": {{"ECID": [{{"id": "{ECID}"}}]}}, "loyalty": {{"points": "12"}}}} ] "#
+        );
+        let path = write(dir.path(), "profiles.json", &text);
+        assert_eq!(InputFormat::detect(&path).unwrap(), InputFormat::JsonArray);
+        let result = read_file(&path, RecordKind::Profile).unwrap();
+        assert_eq!(result.rows.len(), 1);
+        assert_eq!(result.rows[0]["identityMap"]["CRMID"][0]["id"], "c,1]");
+        let errors: Vec<(usize, &str)> = result
+            .errors
+            .iter()
+            .map(|e| (e.row, e.reason.as_str()))
+            .collect();
+        assert_eq!(errors[0].0, 2);
+        assert_eq!(
+            errors[1],
+            (
+                3,
+                "homeAddress.countryCode must be a two-letter upper-case country code"
+            )
+        );
+        assert_eq!(errors[2], (4, "loyalty.points must be a number"));
+    }
+
+    #[test]
+    fn an_unclosed_array_is_a_file_error_after_its_complete_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "cut.json",
+            r#"[{"identityMap": {"CRMID": [{"id": "c-1"}]}}, {"identityMap""#,
+        );
+        let items: Vec<_> = RowReader::open(&path, RecordKind::Profile)
+            .unwrap()
+            .collect();
+        assert_eq!(items.len(), 2);
+        assert!(items[0].is_ok());
+        assert!(matches!(
+            items[1],
+            Err(ReadError::File(IngestError::Format(_)))
+        ));
+    }
+
+    #[test]
+    fn oversized_events_are_rejected() {
+        let row = json!({"_id": "e", "timestamp": "2024-06-01T00:00:00Z", "identityMap": {"ECID": [{"id": ECID}]}});
+        assert!(validate_row(RecordKind::Event, &row, 100).is_ok());
+        assert!(
+            validate_row(RecordKind::Event, &row, MAX_EVENT_BYTES + 1)
+                .unwrap_err()
+                .contains("limit")
+        );
+        assert!(validate_row(RecordKind::Profile, &row, MAX_EVENT_BYTES + 1).is_ok());
+    }
+}

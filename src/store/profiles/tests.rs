@@ -1,0 +1,453 @@
+//! Store-level tests: identity merging, merge semantics through the store,
+//! batch atomicity, durability across reopen, deletes and tenant isolation.
+
+use super::*;
+use crate::clock::ManualClock;
+use serde_json::json;
+
+fn tenant() -> Tenant {
+    Tenant::new("ORG@AdobeOrg", "prod")
+}
+
+fn record(ids: Value, attributes: Value) -> Value {
+    let mut row = attributes;
+    row["identityMap"] = ids;
+    row
+}
+
+fn event(ids: Value, id: &str, timestamp: &str) -> Value {
+    json!({"_id": id, "timestamp": timestamp, "eventType": "web.webpagedetails.pageViews", "identityMap": ids})
+}
+
+fn open() -> (tempfile::TempDir, ProfileStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn all_profiles(store: &ProfileStore, policy: &MergePolicy) -> Vec<MergedProfile> {
+    let mut profiles = Vec::new();
+    store
+        .scan(&tenant(), policy, |p| profiles.push(p.clone()))
+        .unwrap();
+    profiles
+}
+
+#[test]
+fn a_record_linking_two_people_merges_them() {
+    let (_dir, store) = open();
+    let t = tenant();
+    store
+        .apply_batch(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            vec![
+                record(
+                    json!({"CRMID": [{"id": "c-1", "primary": true}]}),
+                    json!({"person": {"gender": "female"}}),
+                ),
+                record(
+                    json!({"CRMID": [{"id": "c-2", "primary": true}]}),
+                    json!({"person": {"gender": "male"}}),
+                ),
+            ],
+        )
+        .unwrap();
+    let web_ecid = "11111111111111111111111111111111111111";
+    store
+        .apply_batch(
+            &t,
+            "web",
+            RecordKind::Event,
+            vec![event(
+                json!({"ECID": [{"id": web_ecid}]}),
+                "e1",
+                "2024-06-01T00:00:00Z",
+            )],
+        )
+        .unwrap();
+    assert_eq!(store.profile_count(&t).unwrap(), 3);
+
+    // Email links c-1 and the anonymous ECID.
+    let report = store
+        .apply_batch(&t, "web_profiles", RecordKind::Profile, vec![record(
+            json!({"ECID": [{"id": web_ecid, "primary": true}], "Email": [{"id": "ann@x.com"}], "CRMID": [{"id": "c-1"}]}),
+            json!({"homeAddress": {"city": "Cambridge"}}),
+        )])
+        .unwrap();
+    assert_eq!(report.persons_merged, 1);
+    assert_eq!(store.profile_count(&t).unwrap(), 2);
+
+    let policy = MergePolicy::default();
+    let by_email = store
+        .lookup(&t, "email", "ann@x.com", &policy)
+        .unwrap()
+        .unwrap();
+    let by_crm = store.lookup(&t, "CRMID", "c-1", &policy).unwrap().unwrap();
+    assert_eq!(by_email, by_crm);
+    assert_eq!(by_crm.identities.len(), 3);
+    assert_eq!(by_crm.attributes["person"]["gender"], "female");
+    assert_eq!(by_crm.attributes["homeAddress"]["city"], "Cambridge");
+    assert_eq!(
+        by_crm.events.len(),
+        1,
+        "the anonymous event joins the known profile"
+    );
+    assert_eq!(all_profiles(&store, &policy).len(), 2);
+
+    // A later event carrying c-1 and c-2 links both persons: one profile left.
+    store
+        .apply_batch(
+            &t,
+            "web",
+            RecordKind::Event,
+            vec![event(
+                json!({"ECID": [{"id": web_ecid, "primary": true}], "CRMID": [{"id": "c-2"}]}),
+                "e2",
+                "2024-06-02T00:00:00Z",
+            )],
+        )
+        .unwrap();
+    assert_eq!(store.profile_count(&t).unwrap(), 1);
+    let merged = store.lookup(&t, "crmid", "c-2", &policy).unwrap().unwrap();
+    assert_eq!(merged.identities.len(), 4);
+    assert_eq!(
+        merged
+            .events
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["e1", "e2"]
+    );
+    let profiles = all_profiles(&store, &policy);
+    assert_eq!(profiles.len(), 1);
+    assert_eq!(profiles[0], merged);
+}
+
+#[test]
+fn merging_inside_one_batch_moves_stored_event_chunks() {
+    let (_dir, store) = open();
+    let t = tenant();
+    for n in 0..3 {
+        let rows = (0..2).map(|i| {
+            event(
+                json!({"CRMID": [{"id": format!("c-{i}")}]}),
+                &format!("e{n}-{i}"),
+                "2024-01-01T00:00:00Z",
+            )
+        });
+        store
+            .apply_batch(&t, "ev", RecordKind::Event, rows.collect::<Vec<_>>())
+            .unwrap();
+    }
+    store
+        .apply_batch(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            vec![
+                record(
+                    json!({"CRMID": [{"id": "c-0"}, {"id": "c-1"}]}),
+                    json!({"a": 1}),
+                ),
+                record(json!({"CRMID": [{"id": "c-1"}]}), json!({"b": 2})),
+            ],
+        )
+        .unwrap();
+    assert_eq!(store.profile_count(&t).unwrap(), 1);
+    let profile = store
+        .lookup(&t, "crmid", "c-1", &MergePolicy::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.events.len(), 6);
+    assert_eq!(profile.attributes["a"], 1);
+    assert_eq!(profile.attributes["b"], 2);
+}
+
+#[test]
+fn newer_fragment_wins_field_by_field_and_last_updated_date_overrides_ingest_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new("2024-06-12T00:00:00Z".parse().unwrap()));
+    let store = ProfileStore::open(dir.path())
+        .unwrap()
+        .with_clock(clock.clone());
+    let t = tenant();
+    let ids = json!({"CRMID": [{"id": "c-1"}]});
+    store
+        .apply_one(&t, "crm", RecordKind::Profile, record(ids.clone(), json!({
+            "person": {"name": {"firstName": "Ann"}}, "homeAddress": {"city": "Boston"}, "loyalty": {"tier": "silver"},
+            "extSourceSystemAudit": {"lastUpdatedDate": "2024-06-11T00:00:00Z"}
+        })))
+        .unwrap();
+    store
+        .apply_one(&t, "loyalty", RecordKind::Profile, record(ids.clone(), json!({
+            "loyalty": {"tier": "gold", "points": 1200}, "extSourceSystemAudit": {"lastUpdatedDate": "2024-06-10T00:00:00Z"}
+        })))
+        .unwrap();
+    // Ingested at 06-12 by the clock: newer than both custom timestamps.
+    store
+        .apply_one(
+            &t,
+            "web",
+            RecordKind::Profile,
+            record(ids.clone(), json!({"homeAddress": {"city": "Cambridge"}})),
+        )
+        .unwrap();
+    let profile = store
+        .lookup(&t, "CRMID", "c-1", &MergePolicy::default())
+        .unwrap()
+        .unwrap();
+    let attributes = &profile.attributes;
+    assert_eq!(attributes["person"]["name"]["firstName"], "Ann");
+    assert_eq!(
+        attributes["homeAddress"]["city"], "Cambridge",
+        "ingested now, newest"
+    );
+    assert_eq!(
+        attributes["loyalty"]["tier"], "silver",
+        "custom timestamp 06-11 beats 06-10"
+    );
+    assert_eq!(attributes["loyalty"]["points"], 1200);
+
+    // A new record in the same dataset for the same identity replaces its fragment.
+    clock.advance(chrono::Duration::days(1));
+    store
+        .apply_one(
+            &t,
+            "web",
+            RecordKind::Profile,
+            record(ids, json!({"preferredLanguage": "en"})),
+        )
+        .unwrap();
+    let profile = store
+        .lookup(&t, "CRMID", "c-1", &MergePolicy::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.attributes["homeAddress"]["city"], "Boston");
+    assert_eq!(profile.attributes["preferredLanguage"], "en");
+}
+
+#[test]
+fn an_invalid_row_mid_batch_stores_nothing() {
+    let (_dir, store) = open();
+    let t = tenant();
+    let rows = vec![
+        record(json!({"CRMID": [{"id": "c-1"}]}), json!({"a": 1})),
+        json!({"a": 2}),
+        record(json!({"CRMID": [{"id": "c-3"}]}), json!({"a": 3})),
+    ];
+    let error = store
+        .apply_batch(&t, "crm", RecordKind::Profile, rows)
+        .unwrap_err();
+    assert!(
+        matches!(error, ProfileStoreError::InvalidRow { row: 2, .. }),
+        "{error}"
+    );
+    let events = vec![
+        event(
+            json!({"CRMID": [{"id": "c-1"}]}),
+            "e1",
+            "2024-01-01T00:00:00Z",
+        ),
+        json!({"identityMap": {"CRMID": [{"id": "c-1"}]}}),
+    ];
+    assert!(matches!(
+        store.apply_batch(&t, "ev", RecordKind::Event, events),
+        Err(ProfileStoreError::InvalidRow { row: 2, .. })
+    ));
+    assert_eq!(store.profile_count(&t).unwrap(), 0);
+    assert!(
+        store
+            .lookup(&t, "crmid", "c-1", &MergePolicy::default())
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.dataset_row_counts(&t).unwrap().is_empty());
+    assert!(all_profiles(&store, &MergePolicy::default()).is_empty());
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant();
+    {
+        let store = ProfileStore::open(dir.path()).unwrap();
+        store
+            .apply_one(
+                &t,
+                "crm",
+                RecordKind::Profile,
+                record(json!({"CRMID": [{"id": "c-1"}]}), json!({"a": 1})),
+            )
+            .unwrap();
+        store
+            .apply_one(
+                &t,
+                "ev",
+                RecordKind::Event,
+                event(
+                    json!({"CRMID": [{"id": "c-1"}]}),
+                    "e1",
+                    "2024-01-01T00:00:00Z",
+                ),
+            )
+            .unwrap();
+    }
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert_eq!(store.profile_count(&t).unwrap(), 1);
+    assert_eq!(
+        store.dataset_row_counts(&t).unwrap(),
+        BTreeMap::from([("crm".to_owned(), 1), ("ev".to_owned(), 1)])
+    );
+    let profile = store
+        .lookup(&t, "crmid", "c-1", &MergePolicy::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.attributes["a"], 1);
+    assert_eq!(profile.events[0].timestamp_ms, 1_704_067_200_000);
+    // Person ids keep counting after a reopen, so a new person does not reuse one.
+    store
+        .apply_one(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            record(json!({"CRMID": [{"id": "c-2"}]}), json!({})),
+        )
+        .unwrap();
+    let second = store
+        .lookup(&t, "crmid", "c-2", &MergePolicy::default())
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.person_id, profile.person_id);
+}
+
+#[test]
+fn streamed_events_compact_and_deduplicate() {
+    let (_dir, store) = open();
+    let t = tenant();
+    let ids = json!({"CRMID": [{"id": "c-1"}]});
+    for n in 0..(MAX_CHUNKS * 2) {
+        let mut row = event(
+            ids.clone(),
+            &format!("e{}", n % 20),
+            &format!("2024-01-01T00:00:{:02}Z", n % 60),
+        );
+        row["n"] = json!(n);
+        store.apply_one(&t, "ev", RecordKind::Event, row).unwrap();
+    }
+    let profile = store
+        .lookup(&t, "crmid", "c-1", &MergePolicy::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.total_events, 20);
+    let e5 = profile.events.iter().find(|e| e.id == "e5").unwrap();
+    assert_eq!(
+        e5.to_value().unwrap()["n"],
+        25,
+        "the later write of the same _id wins"
+    );
+}
+
+#[test]
+fn delete_removes_the_whole_person() {
+    let (_dir, store) = open();
+    let t = tenant();
+    store
+        .apply_one(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            record(
+                json!({"CRMID": [{"id": "c-1"}], "Email": [{"id": "a@x.com"}]}),
+                json!({}),
+            ),
+        )
+        .unwrap();
+    store
+        .apply_one(
+            &t,
+            "ev",
+            RecordKind::Event,
+            event(
+                json!({"Email": [{"id": "a@x.com"}]}),
+                "e1",
+                "2024-01-01T00:00:00Z",
+            ),
+        )
+        .unwrap();
+    assert!(store.delete_person(&t, "Email", "a@x.com").unwrap());
+    assert!(!store.delete_person(&t, "Email", "a@x.com").unwrap());
+    assert_eq!(store.profile_count(&t).unwrap(), 0);
+    assert!(
+        store
+            .lookup(&t, "crmid", "c-1", &MergePolicy::default())
+            .unwrap()
+            .is_none()
+    );
+    assert!(all_profiles(&store, &MergePolicy::default()).is_empty());
+}
+
+#[test]
+fn tenants_are_isolated() {
+    let (_dir, store) = open();
+    let other = Tenant::new("ORG@AdobeOrg", "dev");
+    store
+        .apply_one(
+            &tenant(),
+            "crm",
+            RecordKind::Profile,
+            record(json!({"CRMID": [{"id": "c-1"}]}), json!({})),
+        )
+        .unwrap();
+    assert_eq!(store.profile_count(&other).unwrap(), 0);
+    assert!(
+        store
+            .lookup(&other, "crmid", "c-1", &MergePolicy::default())
+            .unwrap()
+            .is_none()
+    );
+    let mut seen = 0;
+    store
+        .scan(&other, &MergePolicy::default(), |_| seen += 1)
+        .unwrap();
+    assert_eq!(seen, 0);
+}
+
+#[test]
+fn graphs_over_50_identities_are_excluded() {
+    let (_dir, store) = open();
+    let t = tenant();
+    let rows: Vec<Value> = (0..3)
+        .map(|batch| {
+            let emails: Vec<Value> = (0..19)
+                .map(|i| json!({"id": format!("{batch}-{i}@x.com")}))
+                .collect();
+            record(
+                json!({"CRMID": [{"id": "c-1"}], "Email": emails}),
+                json!({}),
+            )
+        })
+        .collect();
+    store
+        .apply_batch(&t, "crm", RecordKind::Profile, rows)
+        .unwrap();
+    assert!(matches!(
+        store.lookup(&t, "crmid", "c-1", &MergePolicy::default()),
+        Err(ProfileStoreError::GraphTooLarge(58))
+    ));
+    let stats = store.scan(&t, &MergePolicy::default(), |_| {}).unwrap();
+    assert_eq!(
+        stats,
+        ScanStats {
+            profiles: 0,
+            skipped_large_graphs: 1
+        }
+    );
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ProfileStore>();
+}
