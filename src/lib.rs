@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod ingest;
+pub mod profile;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -81,6 +81,8 @@ error_codes! {
     PayloadTooLarge => ("UPAPI", 113008, PAYLOAD_TOO_LARGE);
     /// A resource with the same unique name exists.
     DuplicateName => ("UPAPI", 113009, UNPROCESSABLE_ENTITY);
+    /// The request is well-formed but cannot be processed (e.g. an identity graph over 50 identities).
+    Unprocessable => ("UPAPI", 113013, UNPROCESSABLE_ENTITY);
     /// Too many jobs are queued; retry later.
     TooManyRequests => ("UPAPI", 113010, TOO_MANY_REQUESTS);
     /// An unexpected failure inside the service.

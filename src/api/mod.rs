@@ -4,12 +4,15 @@
 //! [`auth::authenticate`] middleware first. Every error, ours or the framework's, leaves as the JSON
 //! envelope of [`error::ApiError`].
 
+pub mod access;
 pub mod auth;
 pub mod catalog;
+pub mod collection;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod import;
+pub mod merge_policies;
 pub mod middleware;
 pub mod openapi;
 
@@ -47,6 +50,9 @@ pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let api = Router::new()
         .merge(catalog::router())
+        .merge(collection::router())
+        .merge(merge_policies::router())
+        .merge(access::router())
         .merge(import::router(settings.http.upload_limit_bytes))
         .fallback(route_not_found)
         .layer(axum_middleware::from_fn_with_state(

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{AppState, catalog, health, import};
+use crate::api::{AppState, access, catalog, collection, health, import, merge_policies};
 
 /// The service's API description.
 #[derive(OpenApi)]
@@ -22,14 +22,28 @@ use crate::api::{AppState, catalog, health, import};
         import::batches_create,
         import::files_upload,
         import::batches_action,
+        collection::collection_send,
+        collection::collection_send_batch,
+        merge_policies::merge_policies_create,
+        merge_policies::merge_policies_get,
+        merge_policies::merge_policies_list,
+        merge_policies::merge_policies_replace,
+        merge_policies::merge_policies_patch,
+        merge_policies::merge_policies_delete,
+        merge_policies::merge_policies_bulk_get,
+        access::entities_get,
+        access::entities_delete,
     ),
-    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat)),
+    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest)),
     modifiers(&SecuritySchemes),
     security(("bearer" = [], "apiKey" = [], "orgId" = [])),
     tags(
         (name = "operations", description = "Health and readiness"),
         (name = "catalog", description = "Catalog datasets and batches"),
         (name = "import", description = "Batch ingestion"),
+        (name = "streaming", description = "Streaming ingestion"),
+        (name = "merge policies", description = "Merge policies"),
+        (name = "profile access", description = "Merged profiles and their events"),
     )
 )]
 pub struct ApiDoc;

@@ -6,4 +6,5 @@ pub mod arrow_json;
 pub mod batch;
 pub mod generate;
 pub mod load;
+pub mod stream;
 pub mod validate;

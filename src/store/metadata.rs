@@ -35,6 +35,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org_id, sandbox, id)
     ) WITHOUT ROWID;
     CREATE INDEX batches_by_status ON batches (status);",
+    // 3: merge policies.
+    "CREATE TABLE merge_policies (
+        org_id TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (org_id, sandbox, id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Why a metadata store call failed.

@@ -9,3 +9,4 @@ mod helpers;
 mod ingest;
 mod operations;
 mod process;
+mod profiles;
