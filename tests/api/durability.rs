@@ -82,3 +82,164 @@ async fn the_demo_client_exists_only_with_demo() {
         .unwrap();
     crate::helpers::assert_envelope(without_demo, 401).await;
 }
+
+/// Creates a profile-enabled dataset through the real binary and returns its id.
+async fn create_profile_dataset(server: &ServerProcess, http: &reqwest::Client) -> String {
+    let body = json!({"name": "crm", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"},
+        "tags": {"unifiedProfile": ["enabled:true"]}});
+    let created = server
+        .demo_request(http, Method::POST, "/data/foundation/catalog/dataSets")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    json(created).await[0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("@/dataSets/")
+        .to_owned()
+}
+
+fn record(crm_id: &str) -> serde_json::Value {
+    json!({"identityMap": {"CRMID": [{"id": crm_id, "primary": true}]}, "person": {"name": {"firstName": crm_id}}})
+}
+
+async fn profile_exists(server: &ServerProcess, http: &reqwest::Client, crm_id: &str) -> bool {
+    let path = format!(
+        "/data/core/ups/access/entities?schema.name=_xdm.context.profile&entityId={crm_id}&entityIdNS=CRMID"
+    );
+    let response = server
+        .demo_request(http, Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    match response.status().as_u16() {
+        200 => true,
+        404 => false,
+        other => panic!("lookup answered {other}"),
+    }
+}
+
+#[tokio::test]
+async fn streamed_records_acknowledged_before_kill_9_are_all_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = ServerProcess::start(dir.path());
+    let dataset = create_profile_dataset(&server, &http).await;
+
+    // Four writers stream records until the process is killed under them.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (http, base, dataset, acknowledged) = (
+            http.clone(),
+            server.base_url.clone(),
+            dataset.clone(),
+            acknowledged.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            for index in 0.. {
+                let crm_id = format!("w{writer}-{index}");
+                let message = json!({"header": {"datasetId": dataset}, "body": {"xdmEntity": record(&crm_id)}});
+                let sent = http
+                    .post(format!("{base}/collection/inlet"))
+                    .header("x-api-key", "demo")
+                    .header("authorization", "Bearer demo")
+                    .header("x-gw-ims-org-id", "demo@AdobeOrg")
+                    .json(&message)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 200 => acknowledged.lock().unwrap().push(crm_id),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    server.kill_hard();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let server = ServerProcess::start(dir.path());
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 4,
+        "the writers got too few records in before the kill"
+    );
+    for crm_id in &acknowledged {
+        assert!(
+            profile_exists(&server, &http, crm_id).await,
+            "acknowledged record {crm_id} is gone after kill -9"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_killed_while_processing_is_whole_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = ServerProcess::start(dir.path());
+    let dataset = create_profile_dataset(&server, &http).await;
+    let batch = json(
+        server
+            .demo_request(&http, Method::POST, "/data/foundation/import/batches")
+            .json(&json!({"datasetId": dataset, "inputFormat": {"format": "json"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    let rows: Vec<String> = (0..20_000)
+        .map(|index| record(&format!("b{index}")).to_string())
+        .collect();
+    let upload = server
+        .demo_request(
+            &http,
+            Method::PUT,
+            &format!(
+                "/data/foundation/import/batches/{batch_id}/datasets/{dataset}/files/rows.json"
+            ),
+        )
+        .body(rows.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let complete = server
+        .demo_request(
+            &http,
+            Method::POST,
+            &format!("/data/foundation/import/batches/{batch_id}?action=COMPLETE"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(complete.status(), 200);
+    server.kill_hard();
+
+    // Start-up finishes the batch before serving: it is whole, never half applied.
+    let server = ServerProcess::start(dir.path());
+    let status = json(
+        server
+            .demo_request(
+                &http,
+                Method::GET,
+                &format!("/data/foundation/catalog/batches/{batch_id}"),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status[&batch_id]["status"], "success", "{status}");
+    assert_eq!(status[&batch_id]["metrics"]["outputRecordCount"], 20_000);
+    for index in [0, 9_999, 19_999] {
+        assert!(
+            profile_exists(&server, &http, &format!("b{index}")).await,
+            "row {index} missing"
+        );
+    }
+}
