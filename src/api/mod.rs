@@ -15,6 +15,7 @@ pub mod import;
 pub mod merge_policies;
 pub mod middleware;
 pub mod openapi;
+pub mod segments;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(collection::router())
         .merge(merge_policies::router())
         .merge(access::router())
+        .merge(segments::router())
         .merge(import::router(settings.http.upload_limit_bytes))
         .fallback(route_not_found)
         .layer(axum_middleware::from_fn_with_state(

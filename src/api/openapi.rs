@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{AppState, access, catalog, collection, health, import, merge_policies};
+use crate::api::{AppState, access, catalog, collection, health, import, merge_policies, segments};
 
 /// The service's API description.
 #[derive(OpenApi)]
@@ -33,8 +33,15 @@ use crate::api::{AppState, access, catalog, collection, health, import, merge_po
         merge_policies::merge_policies_bulk_get,
         access::entities_get,
         access::entities_delete,
+        segments::definitions_create,
+        segments::definitions_get,
+        segments::definitions_replace,
+        segments::definitions_delete,
+        segments::definitions_list,
+        segments::definitions_bulk_get,
+        segments::segment_conversion,
     ),
-    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest)),
+    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest)),
     modifiers(&SecuritySchemes),
     security(("bearer" = [], "apiKey" = [], "orgId" = [])),
     tags(
@@ -44,6 +51,7 @@ use crate::api::{AppState, access, catalog, collection, health, import, merge_po
         (name = "streaming", description = "Streaming ingestion"),
         (name = "merge policies", description = "Merge policies"),
         (name = "profile access", description = "Merged profiles and their events"),
+        (name = "segment definitions", description = "Segment definitions and PQL conversion"),
     )
 )]
 pub struct ApiDoc;

@@ -403,6 +403,13 @@ pub fn delete_blocking(
             "merge policy {id} is active on edge; set isActiveOnEdge to false before deleting it"
         )));
     }
+    let users = crate::segment::definitions::using_policy_blocking(&transaction, tenant, id)?;
+    if !users.is_empty() {
+        return Err(PolicyError::Conflict(format!(
+            "merge policy {id} is used by segment definitions {}; change their mergePolicyId first",
+            users.join(", ")
+        )));
+    }
     transaction.execute(
         "DELETE FROM merge_policies WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
         params![tenant.org_id, tenant.sandbox, id],

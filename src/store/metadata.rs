@@ -44,6 +44,18 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (org_id, sandbox, id)
     ) WITHOUT ROWID;",
+    // 4: segment definitions; names are unique per sandbox.
+    "CREATE TABLE segment_definitions (
+        org_id TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        merge_policy_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (org_id, sandbox, id),
+        UNIQUE (org_id, sandbox, name)
+    ) WITHOUT ROWID;",
 ];
 
 /// Why a metadata store call failed.

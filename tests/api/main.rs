@@ -10,3 +10,4 @@ mod ingest;
 mod operations;
 mod process;
 mod profiles;
+mod segments;
