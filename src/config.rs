@@ -29,8 +29,20 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Worker pool sizes.
     pub workers: WorkerSettings,
+    /// Preview job lifetime and queue.
+    pub preview: PreviewSettings,
     /// API clients allowed to call the service.
     pub auth: AuthSettings,
+}
+
+/// Preview job lifetime and queue.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewSettings {
+    /// Seconds a preview stays retrievable.
+    pub ttl_secs: u64,
+    /// Previews allowed to wait for a worker.
+    pub queue_limit: usize,
 }
 
 /// How log lines are written.

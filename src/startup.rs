@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, auth::Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::estimate::preview::PreviewJobs;
 use crate::ingest::batch::{IngestJobError, Ingestor};
+use crate::sample::rank::RankKey;
+use crate::sample::store::SampleRegistry;
 use crate::store::metadata::{MetadataStore, StoreError};
 use crate::store::profiles::{ProfileStore, ProfileStoreError};
 
@@ -85,8 +88,19 @@ impl Application {
             tracing::info!(resumed, "resumed unfinished batches");
         }
         let listener = TcpListener::bind(settings.listen).await?;
+        let rank_key = load_rank_key(&settings.data_dir).map_err(StoreError::Io)?;
+        let previews = PreviewJobs::new(
+            settings.workers.preview_workers,
+            settings.preview.queue_limit,
+            chrono::Duration::seconds(
+                i64::try_from(settings.preview.ttl_secs).unwrap_or(i64::MAX / 1000),
+            ),
+        );
         let state = AppState {
             ingestor,
+            samples: Arc::new(SampleRegistry::default()),
+            previews: Arc::new(previews),
+            rank_key,
             auth: Arc::new(Authenticator::new(&settings.auth.clients)),
             settings: Arc::new(settings),
             metadata,
@@ -139,6 +153,34 @@ fn flatten(
 ) -> Result<(), StartupError> {
     result.map_err(|error| std::io::Error::other(error.to_string()))??;
     Ok(())
+}
+
+/// Reads the sample rank key of a data directory, creating a random one on first start.
+///
+/// The key is secret and stable: stable so a rebuilt sample keeps the same profiles when the store has
+/// not changed, secret so no client can craft ids that land in (or out of) the sample.
+fn load_rank_key(data_dir: &std::path::Path) -> std::io::Result<RankKey> {
+    let path = data_dir.join("sample-rank.key");
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 16 => {
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&bytes);
+            Ok(RankKey::from_bytes(key))
+        }
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is not a 16-byte key",
+            path.display()
+        ))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = uuid::Uuid::new_v4().into_bytes();
+            let temporary = path.with_extension("tmp");
+            std::fs::write(&temporary, key)?;
+            std::fs::File::open(&temporary)?.sync_all()?;
+            std::fs::rename(&temporary, &path)?;
+            Ok(RankKey::from_bytes(key))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -259,12 +259,16 @@ pub async fn batches_action(
     match transition {
         Transition::NotFound => Err(ApiError::not_found("batch", &batch_id)),
         Transition::Done(batch) if target == BatchStatus::Staging => {
-            let ingestor = state.ingestor.clone();
-            let tenant = scope.tenant.clone();
+            let (state, tenant) = (state.clone(), scope.tenant.clone());
             tokio::spawn(async move {
-                if let Err(error) = ingestor.process(tenant, batch_id.clone()).await {
+                match state
+                    .ingestor
+                    .process(tenant.clone(), batch_id.clone())
+                    .await
+                {
+                    Ok(_) => crate::api::preview::refresh_stale_samples(&state, &tenant).await,
                     // The batch stays in staging and is processed again at the next start-up.
-                    tracing::error!(batch_id, %error, "batch processing failed");
+                    Err(error) => tracing::error!(batch_id, %error, "batch processing failed"),
                 }
             });
             Ok(Json(batch))

@@ -15,6 +15,7 @@ pub mod import;
 pub mod merge_policies;
 pub mod middleware;
 pub mod openapi;
+pub mod preview;
 pub mod segments;
 
 use std::sync::Arc;
@@ -42,6 +43,12 @@ pub struct AppState {
     pub metadata: MetadataStore,
     /// Batch and streaming ingestion into the profile store.
     pub ingestor: crate::ingest::batch::Ingestor,
+    /// The published samples behind previews.
+    pub samples: Arc<crate::sample::store::SampleRegistry>,
+    /// Running and finished preview jobs.
+    pub previews: Arc<crate::estimate::preview::PreviewJobs>,
+    /// The keyed hash that ranks profiles into samples (persisted per data directory).
+    pub rank_key: crate::sample::rank::RankKey,
     /// The source of "now".
     pub clock: Arc<dyn Clock>,
 }
@@ -55,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(merge_policies::router())
         .merge(access::router())
         .merge(segments::router())
+        .merge(preview::router())
         .merge(import::router(settings.http.upload_limit_bytes))
         .fallback(route_not_found)
         .layer(axum_middleware::from_fn_with_state(

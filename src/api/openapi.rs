@@ -6,7 +6,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{AppState, access, catalog, collection, health, import, merge_policies, segments};
+use crate::api::{
+    AppState, access, catalog, collection, health, import, merge_policies, preview, segments,
+};
 
 /// The service's API description.
 #[derive(OpenApi)]
@@ -40,8 +42,14 @@ use crate::api::{AppState, access, catalog, collection, health, import, merge_po
         segments::definitions_list,
         segments::definitions_bulk_get,
         segments::segment_conversion,
+        preview::previews_create,
+        preview::previews_get,
+        preview::previews_delete,
+        preview::estimates_get,
+        preview::sample_status,
+        preview::sample_refresh,
     ),
-    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest)),
+    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest, preview::CreatePreview)),
     modifiers(&SecuritySchemes),
     security(("bearer" = [], "apiKey" = [], "orgId" = [])),
     tags(
@@ -52,6 +60,7 @@ use crate::api::{AppState, access, catalog, collection, health, import, merge_po
         (name = "merge policies", description = "Merge policies"),
         (name = "profile access", description = "Merged profiles and their events"),
         (name = "segment definitions", description = "Segment definitions and PQL conversion"),
+        (name = "previews", description = "Previews, estimates and the sample"),
     )
 )]
 pub struct ApiDoc;

@@ -18,7 +18,8 @@ use crate::startup::{Application, shutdown_signal};
 `Authorization: Bearer <token>` and one of its orgs in `x-gw-ims-org-id`.\n\n\
 Environment variables: SEGMENTD_LISTEN, SEGMENTD_DATA_DIR, SEGMENTD_LOG_FORMAT, \
 SEGMENTD_HTTP__BODY_LIMIT_BYTES, SEGMENTD_HTTP__UPLOAD_LIMIT_BYTES, SEGMENTD_HTTP__REQUEST_TIMEOUT_SECS, \
-SEGMENTD_HTTP__SHUTDOWN_TIMEOUT_SECS, SEGMENTD_WORKERS__JOB_WORKERS, SEGMENTD_WORKERS__PREVIEW_WORKERS. \
+SEGMENTD_HTTP__SHUTDOWN_TIMEOUT_SECS, SEGMENTD_WORKERS__JOB_WORKERS, SEGMENTD_WORKERS__PREVIEW_WORKERS, \
+SEGMENTD_PREVIEW__TTL_SECS, SEGMENTD_PREVIEW__QUEUE_LIMIT. \
 Log filtering: RUST_LOG (default `info`)."
 )]
 pub struct ServeArgs {
@@ -55,6 +56,12 @@ pub struct ServeArgs {
     /// Preview jobs evaluating at once [key: workers.preview_workers; default 2].
     #[arg(long, value_name = "N")]
     pub preview_workers: Option<usize>,
+    /// Seconds a preview stays retrievable [key: preview.ttl_secs; default 86400].
+    #[arg(long, value_name = "SECS")]
+    pub preview_ttl_secs: Option<u64>,
+    /// Previews allowed to wait for a worker before 429 [key: preview.queue_limit; default 32].
+    #[arg(long, value_name = "N")]
+    pub preview_queue_limit: Option<usize>,
 }
 
 impl ServeArgs {
@@ -63,6 +70,7 @@ impl ServeArgs {
         let mut root = toml::Table::new();
         let mut http = toml::Table::new();
         let mut workers = toml::Table::new();
+        let mut preview = toml::Table::new();
         let set = |table: &mut toml::Table, key: &str, value: Option<toml::Value>| {
             if let Some(value) = value {
                 table.insert(key.to_owned(), value);
@@ -123,6 +131,21 @@ impl ServeArgs {
             "preview_workers",
             self.preview_workers.map(|v| int(v as u64)).transpose()?,
         );
+        set(
+            &mut preview,
+            "ttl_secs",
+            self.preview_ttl_secs.map(int).transpose()?,
+        );
+        set(
+            &mut preview,
+            "queue_limit",
+            self.preview_queue_limit
+                .map(|v| int(v as u64))
+                .transpose()?,
+        );
+        if !preview.is_empty() {
+            root.insert("preview".into(), toml::Value::Table(preview));
+        }
         if !http.is_empty() {
             root.insert("http".into(), toml::Value::Table(http));
         }

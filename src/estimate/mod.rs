@@ -32,6 +32,7 @@
 //! # Ok::<(), segmentd::estimate::EstimateError>(())
 //! ```
 
+pub mod preview;
 mod running;
 mod sequence;
 #[cfg(test)]

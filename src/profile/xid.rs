@@ -11,6 +11,11 @@ pub fn encode(namespace: &str, id: &str) -> String {
     let mut bytes = namespace.to_ascii_lowercase().into_bytes();
     bytes.push(0);
     bytes.extend_from_slice(id.as_bytes());
+    base64url(&bytes)
+}
+
+/// Encodes bytes as unpadded base64url (RFC 4648 §5), for opaque ids.
+pub fn base64url(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let value = chunk.iter().enumerate().fold(0u32, |acc, (index, byte)| {

@@ -6,3 +6,4 @@
 //! and the sample-size tiers of api.md §3.5.
 
 pub mod rank;
+pub mod store;

@@ -70,6 +70,9 @@ pub enum StoreError {
     /// The blocking task running the call panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),
+    /// A file beside the database could not be read or written.
+    #[error("store file: {0}")]
+    Io(#[from] std::io::Error),
     /// The database was written by a newer segmentd.
     #[error("database schema version {found} is newer than this binary supports ({supported})")]
     TooNew {

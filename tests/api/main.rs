@@ -8,6 +8,7 @@ mod errors;
 mod helpers;
 mod ingest;
 mod operations;
+mod previews;
 mod process;
 mod profiles;
 mod segments;

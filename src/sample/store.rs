@@ -1,0 +1,293 @@
+//! Building, holding and swapping samples: one per (tenant, merge policy).
+//!
+//! A sample is built by one pass over the merged profiles ([`ProfileStore::scan`]), keeping the k
+//! smallest ranks in a bounded max-heap, so memory is O(k) whatever the store size. It is then sorted
+//! by rank and published as an `Arc`: a running preview keeps the sample it started on while a new
+//! one replaces it for later previews.
+//!
+//! Representation: each sampled profile keeps its merged attributes and its events as parsed JSON,
+//! evaluated through [`pql::JsonProfile`]. This is the simple row representation; the columnar one
+//! that `estimation.md` measures one to two orders of magnitude faster is not built yet.
+//!
+//! Refresh rules implemented (`api.md` §3.5): a sample is built on first use, on demand
+//! (`POST /data/core/ups/previewsamplestatus`), when a completed batch changed the store's profile
+//! count by more than [`REFRESH_CHANGE`], and when it is older than [`MAX_AGE`] at the next use.
+
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use serde_json::Value;
+
+use crate::pql;
+use crate::profile::xid;
+use crate::sample::rank::{RankKey, SampleTier, sample_size_for};
+use crate::store::profiles::{MergePolicy, MergedProfile, ProfileStore, ProfileStoreError};
+use crate::tenant::Tenant;
+
+/// Relative change of the store's profile count that triggers a rebuild.
+pub const REFRESH_CHANGE: f64 = 0.03;
+/// Age after which a sample is rebuilt at its next use.
+pub const MAX_AGE: chrono::Duration = chrono::Duration::days(3);
+
+/// One sampled profile.
+#[derive(Debug, Clone)]
+pub struct SampledProfile {
+    /// The keyed rank (sample order).
+    pub rank: u64,
+    /// The profile's XID (its primary identity's).
+    pub xid: String,
+    /// XIDs of all its identities.
+    pub identity_xids: Vec<String>,
+    /// Distinct namespaces of its identities, for the namespace distribution.
+    pub namespaces: Vec<String>,
+    /// Merged attributes.
+    pub attributes: Value,
+    /// Events, oldest first.
+    pub events: Vec<Value>,
+}
+
+impl SampledProfile {
+    /// Returns the evaluator's view of this profile.
+    pub fn view(&self) -> pql::JsonProfile<'_> {
+        pql::JsonProfile::new(&self.attributes, &self.events)
+    }
+}
+
+/// A sample of a tenant's store under one merge policy, sorted by rank.
+#[derive(Debug)]
+pub struct Sample {
+    /// The merge policy id it was built with.
+    pub merge_policy_id: String,
+    /// When it was built; relative dates in previews are evaluated at this instant, as Adobe does.
+    pub built_at: DateTime<Utc>,
+    /// Merged profiles in the store when it was built (N).
+    pub store_size: u64,
+    /// The tier of `api.md` §3.5.
+    pub tier: SampleTier,
+    /// The sampled profiles (n of them), by increasing rank.
+    pub profiles: Vec<SampledProfile>,
+}
+
+/// Heap entry ordered by rank only, so the heap's top is the largest kept rank.
+struct Ranked(SampledProfile);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0.rank, &self.0.xid) == (other.0.rank, &other.0.xid)
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    // Ties on rank (a 2^-64 event) are broken by XID, so the sample is a function of the store.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0.rank, &self.0.xid).cmp(&(other.0.rank, &other.0.xid))
+    }
+}
+
+fn sampled(profile: &MergedProfile, key: &RankKey) -> Option<SampledProfile> {
+    let primary = profile
+        .identities
+        .iter()
+        .find(|identity| identity.primary)
+        .or(profile.identities.first())?;
+    let profile_xid = xid::encode(&primary.namespace, &primary.id);
+    let mut namespaces: Vec<String> = profile
+        .identities
+        .iter()
+        .map(|identity| identity.namespace.clone())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    Some(SampledProfile {
+        rank: key.rank(&profile_xid),
+        identity_xids: profile
+            .identities
+            .iter()
+            .map(|identity| xid::encode(&identity.namespace, &identity.id))
+            .collect(),
+        xid: profile_xid,
+        namespaces,
+        attributes: profile.attributes.clone(),
+        // Events whose stored JSON no longer parses cannot match anything; skipping them is safer
+        // than failing every preview of the tenant.
+        events: profile
+            .events
+            .iter()
+            .filter_map(|event| event.to_value().ok())
+            .collect(),
+    })
+}
+
+/// Builds a sample in one pass over the tenant's merged profiles.
+pub fn build_sample(
+    store: &ProfileStore,
+    tenant: &Tenant,
+    merge_policy_id: &str,
+    policy: &MergePolicy,
+    key: &RankKey,
+    now: DateTime<Utc>,
+) -> Result<Sample, ProfileStoreError> {
+    // The tier needs N before the pass; the pass's own count is authoritative for the sample.
+    let expected = store.profile_count(tenant)?;
+    let (capacity, _) = sample_size_for(expected);
+    let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+    let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(capacity.min(1 << 20) + 1);
+    let mut seen = 0u64;
+    store.scan(tenant, policy, |profile| {
+        seen += 1;
+        let Some(candidate) = sampled(profile, key) else {
+            return;
+        };
+        if heap.len() < capacity {
+            heap.push(Ranked(candidate));
+        } else if heap
+            .peek()
+            .is_some_and(|largest| candidate.rank < largest.0.rank)
+        {
+            heap.pop();
+            heap.push(Ranked(candidate));
+        }
+    })?;
+    let (size, tier) = sample_size_for(seen);
+    let mut profiles: Vec<SampledProfile> = heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|ranked| ranked.0)
+        .collect();
+    profiles.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    Ok(Sample {
+        merge_policy_id: merge_policy_id.to_owned(),
+        built_at: now,
+        store_size: seen,
+        tier,
+        profiles,
+    })
+}
+
+/// The published samples, keyed by tenant and merge policy id.
+#[derive(Default)]
+pub struct SampleRegistry {
+    samples: DashMap<(Tenant, String), Arc<Sample>>,
+}
+
+impl SampleRegistry {
+    /// Returns the current sample, if any.
+    pub fn get(&self, tenant: &Tenant, merge_policy_id: &str) -> Option<Arc<Sample>> {
+        self.samples
+            .get(&(tenant.clone(), merge_policy_id.to_owned()))
+            .map(|entry| entry.value().clone())
+    }
+
+    /// Publishes a sample, replacing the previous one of its tenant and policy.
+    pub fn publish(&self, tenant: &Tenant, sample: Sample) -> Arc<Sample> {
+        let sample = Arc::new(sample);
+        self.samples.insert(
+            (tenant.clone(), sample.merge_policy_id.clone()),
+            sample.clone(),
+        );
+        sample
+    }
+
+    /// Returns the published samples of a tenant.
+    pub fn of_tenant(&self, tenant: &Tenant) -> Vec<Arc<Sample>> {
+        self.samples
+            .iter()
+            .filter(|entry| &entry.key().0 == tenant)
+            .map(|entry| entry.value().clone())
+            .collect()
+    }
+}
+
+/// Tells whether a sample should be rebuilt given the store's current size and the time.
+pub fn is_stale(sample: &Sample, current_store_size: u64, now: DateTime<Utc>) -> bool {
+    let base = sample.store_size.max(1) as f64;
+    let change = (current_store_size as f64 - sample.store_size as f64).abs() / base;
+    change > REFRESH_CHANGE || now - sample.built_at > MAX_AGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store_with(count: usize) -> (tempfile::TempDir, ProfileStore, Tenant) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProfileStore::open(dir.path()).unwrap();
+        let tenant = Tenant::new("o", "prod");
+        let rows: Vec<Value> = (0..count)
+            .map(|index| json!({"identityMap": {"CRMID": [{"id": format!("c{index}"), "primary": true}]}, "n": index}))
+            .collect();
+        store
+            .apply_batch(
+                &tenant,
+                "d",
+                crate::store::profiles::RecordKind::Profile,
+                rows,
+            )
+            .unwrap();
+        (dir, store, tenant)
+    }
+
+    #[test]
+    fn a_small_store_is_sampled_whole_in_rank_order() {
+        let (_dir, store, tenant) = store_with(500);
+        let key = RankKey::new(1, 2);
+        let sample = build_sample(
+            &store,
+            &tenant,
+            "p",
+            &MergePolicy::default(),
+            &key,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(sample.store_size, 500);
+        assert_eq!(sample.profiles.len(), 500);
+        assert_eq!(sample.tier, SampleTier::WholeStore);
+        assert!(
+            sample
+                .profiles
+                .windows(2)
+                .all(|pair| pair[0].rank <= pair[1].rank)
+        );
+        // Another key orders the same profiles differently.
+        let other = build_sample(
+            &store,
+            &tenant,
+            "p",
+            &MergePolicy::default(),
+            &RankKey::new(3, 4),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_ne!(sample.profiles[0].xid, other.profiles[0].xid);
+    }
+
+    #[test]
+    fn staleness_follows_the_three_percent_and_three_day_rules() {
+        let now = Utc::now();
+        let sample = Sample {
+            merge_policy_id: "p".into(),
+            built_at: now,
+            store_size: 1000,
+            tier: SampleTier::WholeStore,
+            profiles: vec![],
+        };
+        assert!(!is_stale(&sample, 1030, now));
+        assert!(is_stale(&sample, 1031, now));
+        assert!(is_stale(&sample, 969, now));
+        assert!(!is_stale(&sample, 1000, now + chrono::Duration::days(3)));
+        assert!(is_stale(
+            &sample,
+            1000,
+            now + chrono::Duration::days(3) + chrono::Duration::seconds(1)
+        ));
+    }
+}
