@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod estimate;
 pub mod ingest;
+pub mod jobs;
 pub mod pql;
 pub mod profile;
 pub mod sample;

@@ -14,8 +14,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::estimate::preview::PreviewJobs;
 use crate::ingest::batch::{IngestJobError, Ingestor};
+use crate::jobs::runner::SegmentJobRunner;
 use crate::sample::rank::RankKey;
 use crate::sample::store::SampleRegistry;
+use crate::store::membership::MembershipStore;
 use crate::store::metadata::{MetadataStore, StoreError};
 use crate::store::profiles::{ProfileStore, ProfileStoreError};
 
@@ -36,6 +38,12 @@ pub enum StartupError {
     /// The profile store could not be opened.
     #[error("cannot open profile store: {0}")]
     Profiles(#[from] ProfileStoreError),
+    /// The membership store could not be opened.
+    #[error("cannot open membership store: {0}")]
+    Memberships(#[from] crate::store::membership::MembershipError),
+    /// Interrupted segment jobs could not be queued again.
+    #[error("cannot recover segment jobs: {0}")]
+    Jobs(#[from] crate::jobs::segment::JobErrorKind),
     /// Unfinished batches could not be resumed.
     #[error("cannot resume unfinished batches: {0}")]
     Recovery(#[from] IngestJobError),
@@ -48,6 +56,8 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Cancelled at shutdown; background workers watch it.
+    shutting_down: CancellationToken,
 }
 
 impl Application {
@@ -87,6 +97,23 @@ impl Application {
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished batches");
         }
+        let data_dir = settings.data_dir.clone();
+        let memberships = tokio::task::spawn_blocking(move || MembershipStore::open(&data_dir))
+            .await
+            .map_err(|error| StoreError::Task(error.to_string()))??;
+        let shutting_down = CancellationToken::new();
+        let segment_jobs = SegmentJobRunner::new(
+            metadata.clone(),
+            ingestor.profiles().clone(),
+            Arc::new(memberships),
+            clock.clone(),
+            shutting_down.clone(),
+        );
+        // Jobs a crash left processing run again: their memberships are written only on success.
+        let requeued = segment_jobs.recover().await?;
+        if requeued > 0 {
+            tracing::info!(requeued, "queued interrupted segment jobs again");
+        }
         let listener = TcpListener::bind(settings.listen).await?;
         let rank_key = load_rank_key(&settings.data_dir).map_err(StoreError::Io)?;
         let previews = PreviewJobs::new(
@@ -98,6 +125,7 @@ impl Application {
         );
         let state = AppState {
             ingestor,
+            segment_jobs,
             samples: Arc::new(SampleRegistry::default()),
             previews: Arc::new(previews),
             rank_key,
@@ -106,7 +134,11 @@ impl Application {
             metadata,
             clock,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            shutting_down,
+        })
     }
 
     /// Returns the address actually bound (the real port when the configured one was 0).
@@ -123,7 +155,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let deadline = Duration::from_secs(self.state.settings.http.shutdown_timeout_secs);
-        let token = CancellationToken::new();
+        let token = self.shutting_down;
+        let workers = tokio::spawn(self.state.segment_jobs.clone().run());
         let router = api::router(self.state);
         let server = axum::serve(self.listener, router)
             .with_graceful_shutdown(token.clone().cancelled_owned());
@@ -137,7 +170,15 @@ impl Application {
             "shutting down: draining requests"
         );
         token.cancel();
-        match tokio::time::timeout(deadline, &mut server).await {
+        let drained = tokio::time::timeout(deadline, async {
+            let served = (&mut server).await;
+            // The runner stops between chunks once the token is cancelled.
+            if let Err(error) = workers.await {
+                tracing::warn!(%error, "segment job runner ended abnormally");
+            }
+            served
+        });
+        match drained.await {
             Ok(result) => flatten(result),
             Err(_) => {
                 tracing::warn!("drain deadline passed; closing remaining connections");

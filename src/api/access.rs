@@ -214,6 +214,25 @@ async fn profile_get(
     if fields.is_empty() || fields.iter().any(|field| field == "identities") {
         entity["identities"] = Value::Array(identities);
     }
+    if fields.is_empty()
+        || fields
+            .iter()
+            .any(|field| field.starts_with("segmentMembership"))
+    {
+        let (memberships, tenant, profile_xid) = (
+            state.segment_jobs.memberships().clone(),
+            scope.tenant.clone(),
+            entity_id.clone(),
+        );
+        let memberships =
+            tokio::task::spawn_blocking(move || memberships.get(&tenant, &profile_xid))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+        if !memberships.is_empty() {
+            entity["segmentMembership"] = json!({crate::jobs::segment::UPS_NAMESPACE: memberships});
+        }
+    }
     Ok(Json(json!({
         entity_id.clone(): {
             "entityId": entity_id,

@@ -16,6 +16,7 @@ pub mod merge_policies;
 pub mod middleware;
 pub mod openapi;
 pub mod preview;
+pub mod segment_jobs;
 pub mod segments;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub previews: Arc<crate::estimate::preview::PreviewJobs>,
     /// The keyed hash that ranks profiles into samples (persisted per data directory).
     pub rank_key: crate::sample::rank::RankKey,
+    /// The segment job runner (queue signal, cancellation, memberships).
+    pub segment_jobs: crate::jobs::runner::SegmentJobRunner,
     /// The source of "now".
     pub clock: Arc<dyn Clock>,
 }
@@ -63,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(access::router())
         .merge(segments::router())
         .merge(preview::router())
+        .merge(segment_jobs::router())
         .merge(import::router(settings.http.upload_limit_bytes))
         .fallback(route_not_found)
         .layer(axum_middleware::from_fn_with_state(

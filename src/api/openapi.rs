@@ -7,7 +7,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{
-    AppState, access, catalog, collection, health, import, merge_policies, preview, segments,
+    AppState, access, catalog, collection, health, import, merge_policies, preview, segment_jobs,
+    segments,
 };
 
 /// The service's API description.
@@ -48,6 +49,11 @@ use crate::api::{
         preview::estimates_get,
         preview::sample_status,
         preview::sample_refresh,
+        segment_jobs::segment_jobs_create,
+        segment_jobs::segment_jobs_get,
+        segment_jobs::segment_jobs_list,
+        segment_jobs::segment_jobs_bulk_get,
+        segment_jobs::segment_jobs_cancel,
     ),
     components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest, preview::CreatePreview)),
     modifiers(&SecuritySchemes),
@@ -61,6 +67,7 @@ use crate::api::{
         (name = "profile access", description = "Merged profiles and their events"),
         (name = "segment definitions", description = "Segment definitions and PQL conversion"),
         (name = "previews", description = "Previews, estimates and the sample"),
+        (name = "segment jobs", description = "Batch evaluation of segment definitions"),
     )
 )]
 pub struct ApiDoc;

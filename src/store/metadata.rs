@@ -56,6 +56,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org_id, sandbox, id),
         UNIQUE (org_id, sandbox, name)
     ) WITHOUT ROWID;",
+    // 5: segment jobs; `status` is a column so the runner finds queued and interrupted jobs.
+    "CREATE TABLE segment_jobs (
+        org_id TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (org_id, sandbox, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX segment_jobs_by_status ON segment_jobs (status, created_ms);",
 ];
 
 /// Why a metadata store call failed.

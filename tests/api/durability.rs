@@ -243,3 +243,97 @@ async fn a_batch_killed_while_processing_is_whole_after_restart() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_segment_job_interrupted_by_kill_9_runs_again_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = ServerProcess::start(dir.path());
+    let dataset = create_profile_dataset(&server, &http).await;
+    let batch = json(
+        server
+            .demo_request(&http, Method::POST, "/data/foundation/import/batches")
+            .json(&json!({"datasetId": dataset, "inputFormat": {"format": "json"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    let rows: Vec<String> = (0..5_000)
+        .map(|index| record(&format!("j{index}")).to_string())
+        .collect();
+    server
+        .demo_request(
+            &http,
+            Method::PUT,
+            &format!(
+                "/data/foundation/import/batches/{batch_id}/datasets/{dataset}/files/rows.json"
+            ),
+        )
+        .body(rows.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    server
+        .demo_request(
+            &http,
+            Method::POST,
+            &format!("/data/foundation/import/batches/{batch_id}?action=COMPLETE"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let definition = json(
+        server
+            .demo_request(&http, Method::POST, "/data/core/ups/segment/definitions")
+            .json(&json!({"name": "j", "expression": {"type": "PQL", "format": "pql/text", "value": "person.name.firstName.startsWith(\"j1\")"},
+                          "schema": {"name": "_xdm.context.profile"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let segment_id = definition["id"].as_str().unwrap().to_owned();
+    let job = json(
+        server
+            .demo_request(&http, Method::POST, "/data/core/ups/segment/jobs")
+            .json(&json!([{"segmentId": segment_id}]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    server.kill_hard();
+
+    // Whatever state the kill caught it in, the job is never left hanging: it finishes after restart.
+    let server = ServerProcess::start(dir.path());
+    let mut status = String::new();
+    for _ in 0..500 {
+        let job = json(
+            server
+                .demo_request(
+                    &http,
+                    Method::GET,
+                    &format!("/data/core/ups/segment/jobs/{job_id}"),
+                )
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        status = job["status"].as_str().unwrap().to_owned();
+        if status == "SUCCEEDED" {
+            // j1, j10..j19, j100..j199, j1000..j1999
+            assert_eq!(
+                job["metrics"]["segmentedProfileCounter"][&segment_id],
+                1 + 10 + 100 + 1000,
+                "{job}"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the interrupted job ended {status}, not SUCCEEDED");
+}

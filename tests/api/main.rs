@@ -11,4 +11,5 @@ mod operations;
 mod previews;
 mod process;
 mod profiles;
+mod segment_jobs;
 mod segments;

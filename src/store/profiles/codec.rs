@@ -209,6 +209,28 @@ pub(crate) fn push_event(chunk: &mut Encoder, event: &EventRef<'_>) {
     chunk.str(event.body);
 }
 
+/// Appends one event to a chunk, serialising `body` straight into the chunk, so
+/// ingest does not build an intermediate string per event.
+pub(crate) fn push_event_json(
+    chunk: &mut Encoder,
+    timestamp_ms: i64,
+    dataset_id: &str,
+    primary: &str,
+    id: &str,
+    body: &serde_json::Value,
+) -> Result<(), serde_json::Error> {
+    chunk.i64(timestamp_ms);
+    chunk.str(dataset_id);
+    chunk.str(primary);
+    chunk.str(id);
+    let length_at = chunk.bytes.len();
+    chunk.u32(0);
+    serde_json::to_writer(&mut chunk.bytes, body)?;
+    let length = (chunk.bytes.len() - length_at - 4) as u32;
+    chunk.bytes[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
+    Ok(())
+}
+
 /// Decodes every event of a chunk, appending them to `out`.
 pub(crate) fn decode_chunk<'a>(
     bytes: &'a [u8],
@@ -261,9 +283,17 @@ mod tests {
         let mut chunk = new_chunk();
         push_event(&mut chunk, &event);
         push_event(&mut chunk, &event);
+        let body = serde_json::json!({"a": "b"});
+        push_event_json(&mut chunk, 8, "ev", "ecid\0e", "e-2", &body).unwrap();
         let mut events = Vec::new();
         decode_chunk(&chunk.bytes, &mut events).unwrap();
-        assert_eq!(events, vec![event, event]);
+        let streamed = EventRef {
+            timestamp_ms: 8,
+            id: "e-2",
+            body: "{\"a\":\"b\"}",
+            ..event
+        };
+        assert_eq!(events, vec![event, event, streamed]);
         let truncated = &chunk.bytes[..chunk.bytes.len() - 1];
         assert!(decode_chunk(truncated, &mut Vec::new()).is_err());
     }

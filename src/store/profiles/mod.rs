@@ -79,7 +79,7 @@ use serde_json::Value;
 
 use crate::clock::{Clock, SystemClock};
 use crate::tenant::Tenant;
-use codec::{EventRef, Fragment, PersonHeader};
+use codec::{Fragment, PersonHeader};
 pub use identity::Identity;
 pub use merge::{AttributeMerge, IdentityGraph, MergePolicy, MergedProfile, ProfileEvent};
 
@@ -654,22 +654,19 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             .expect("one identity is primary")
             .key();
         let person_id = self.link(&identities)?;
-        let body = serde_json::to_string(row)?;
         let pending = self
             .pending
             .get_mut(&person_id)
             .expect("linked person is loaded");
         let before = pending.new_events.bytes.len();
-        codec::push_event(
+        codec::push_event_json(
             &mut pending.new_events,
-            &EventRef {
-                timestamp_ms,
-                dataset_id,
-                primary: &primary,
-                id,
-                body: &body,
-            },
-        );
+            timestamp_ms,
+            dataset_id,
+            &primary,
+            id,
+            row,
+        )?;
         pending.new_event_count += 1;
         self.pending_bytes += pending.new_events.bytes.len() - before;
         if self.pending_bytes > FLUSH_BYTES {

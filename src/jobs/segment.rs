@@ -1,0 +1,720 @@
+//! Segment jobs (`api.md` §4): the resource, its persistence, and the evaluation of definitions over
+//! the whole store with membership transitions (`api.md` §9).
+//!
+//! One pass over the merged profiles per merge policy evaluates every requested definition of that
+//! policy; within a pass, definitions run in `inSegment` dependency order, and a definition sees the
+//! memberships this job has already computed for the ones it references. Results are written to the
+//! membership store in one transaction only when the job succeeds, so a failed or cancelled job
+//! changes nothing. Relative dates use the job's start time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::pql::{self, CompiledQuery};
+use crate::profile::policies::{self, SandboxInfo};
+use crate::profile::xid;
+use crate::segment::definitions::{self, SegmentDefinition};
+use crate::store::membership::{Membership, MembershipStatus, MembershipStore, Memberships};
+use crate::store::metadata::StoreError;
+use crate::store::profiles::{MergePolicy, ProfileStore};
+use crate::tenant::Tenant;
+
+/// Namespace of Platform segments in `segmentMembership`.
+pub const UPS_NAMESPACE: &str = "ups";
+/// Definitions one job may name explicitly (`api.md` §4.3).
+pub const MAX_SEGMENTS_PER_JOB: usize = 1500;
+
+/// The lifecycle of a segment job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Accepted.
+    New,
+    /// Waiting for a worker.
+    Queued,
+    /// Evaluating.
+    Processing,
+    /// Finished; memberships written.
+    Succeeded,
+    /// Failed; memberships unchanged.
+    Failed,
+    /// Cancel requested.
+    Cancelling,
+    /// Cancelled; memberships unchanged.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Returns the status as stored and filtered on (`NEW`, `QUEUED`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::New => "NEW",
+            JobStatus::Queued => "QUEUED",
+            JobStatus::Processing => "PROCESSING",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(name: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(name.to_owned())).ok()
+    }
+
+    /// Tells whether the job is over.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// `{startTimeInMs, endTimeInMs, totalTimeInMs}`; empty while unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
+    /// Start, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time_in_ms: Option<i64>,
+    /// End, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time_in_ms: Option<i64>,
+    /// End minus start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_time_in_ms: Option<i64>,
+}
+
+impl Timing {
+    fn started(at: i64) -> Self {
+        Self {
+            start_time_in_ms: Some(at),
+            ..Self::default()
+        }
+    }
+
+    /// Records the end time and the total.
+    pub fn finish(&mut self, at: i64) {
+        self.end_time_in_ms = Some(at);
+        self.total_time_in_ms = self.start_time_in_ms.map(|start| at - start);
+    }
+}
+
+/// Job metrics, as the seeds show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetrics {
+    /// Request creation to completion.
+    pub total_time: Timing,
+    /// The evaluation phase.
+    pub profile_segmentation_time: Timing,
+    /// Profiles scanned (over all merge policies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_profiles: Option<u64>,
+    /// Merged profiles per merge policy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub total_profiles_by_merge_policy: BTreeMap<String, u64>,
+    /// Qualified profiles per segment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segmented_profile_counter: BTreeMap<String, u64>,
+    /// Qualified profiles per segment per identity namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segmented_profile_by_namespace_counter: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Profiles per segment per status this job wrote (`realized`, `exited`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segmented_profile_by_status_counter: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Progress while processing: profiles evaluated so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles_processed_so_far: Option<u64>,
+}
+
+/// One error on a job (`api.md` §1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobError {
+    /// A code.
+    pub code: String,
+    /// What happened.
+    pub msg: String,
+}
+
+/// A segment reference of a job, with the definition as it was when the job was accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSegment {
+    /// The definition id.
+    pub segment_id: String,
+    /// `{id, version, expression, mergePolicyId, mergePolicy}`.
+    pub segment: Value,
+}
+
+/// A segment job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentJob {
+    /// The id.
+    pub id: String,
+    /// Owning organization.
+    pub ims_org_id: String,
+    /// Owning sandbox.
+    pub sandbox: SandboxInfo,
+    /// `ups`.
+    pub profile_instance_id: String,
+    /// `api` or `scheduler`.
+    pub source: String,
+    /// The status.
+    pub status: JobStatus,
+    /// The definitions evaluated.
+    pub segments: Vec<JobSegment>,
+    /// Errors.
+    pub errors: Vec<JobError>,
+    /// Metrics.
+    pub metrics: JobMetrics,
+    /// Client or scheduler request id.
+    pub request_id: String,
+    /// `{name: "_xdm.context.profile"}`.
+    pub schema: Value,
+    /// Scheduler properties (`scheduleId`, `runId`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub properties: serde_json::Map<String, Value>,
+    /// Links to cancel and check.
+    #[serde(rename = "_links")]
+    pub links: Value,
+    /// Creation, Unix ms.
+    pub creation_time: i64,
+    /// Last update, Unix ms.
+    pub update_time: i64,
+    /// Last update, Unix s.
+    pub update_epoch: i64,
+}
+
+/// Why a job could not be created or run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobErrorKind {
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such job.
+    #[error("segment job {0} not found")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for JobErrorKind {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+impl From<serde_json::Error> for JobErrorKind {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+/// What to evaluate: explicit ids, or every definition of the sandbox (`"*"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSelection {
+    /// These definitions.
+    Ids(Vec<String>),
+    /// All definitions of the sandbox.
+    All,
+}
+
+/// Who asked for a job.
+#[derive(Debug, Clone, Default)]
+pub struct JobOrigin {
+    /// `api` or `scheduler`.
+    pub source: String,
+    /// Scheduler properties.
+    pub properties: serde_json::Map<String, Value>,
+    /// The request id to record.
+    pub request_id: String,
+}
+
+fn snapshot(definition: &SegmentDefinition) -> JobSegment {
+    JobSegment {
+        segment_id: definition.id.clone(),
+        segment: json!({
+            "id": definition.id,
+            "version": definition.version,
+            "expression": definition.expression,
+            "mergePolicyId": definition.merge_policy_id,
+            "mergePolicy": {"id": definition.merge_policy_id},
+        }),
+    }
+}
+
+/// Validates a request and stores a new job in `QUEUED` state.
+pub fn create_blocking(
+    connection: &mut rusqlite::Connection,
+    tenant: &Tenant,
+    selection: JobSelection,
+    origin: JobOrigin,
+    now_ms: i64,
+) -> Result<SegmentJob, JobErrorKind> {
+    let transaction = connection.transaction()?;
+    let all = definitions::list_blocking(&transaction, tenant)
+        .map_err(|error| JobErrorKind::Invalid(error.to_string()))?;
+    let chosen: Vec<&SegmentDefinition> = match &selection {
+        JobSelection::All => all
+            .iter()
+            .filter(|definition| definition.evaluation_info.batch.enabled)
+            .collect(),
+        JobSelection::Ids(ids) => {
+            if ids.is_empty() || ids.len() > MAX_SEGMENTS_PER_JOB {
+                return Err(JobErrorKind::Invalid(format!(
+                    "a segment job names 1 to {MAX_SEGMENTS_PER_JOB} segment ids; use [{{\"segmentId\": \"*\"}}] for all"
+                )));
+            }
+            let mut chosen = Vec::new();
+            let mut missing = Vec::new();
+            for id in ids {
+                match all.iter().find(|definition| &definition.id == id) {
+                    Some(definition) => chosen.push(definition),
+                    None => missing.push(id.as_str()),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(JobErrorKind::Invalid(format!(
+                    "segment definitions not found in this sandbox: {}",
+                    missing.join(", ")
+                )));
+            }
+            chosen
+        }
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let job = SegmentJob {
+        ims_org_id: tenant.org_id.clone(),
+        sandbox: SandboxInfo::of(tenant),
+        profile_instance_id: "ups".into(),
+        source: origin.source,
+        status: JobStatus::Queued,
+        segments: match selection {
+            JobSelection::All if chosen.len() > MAX_SEGMENTS_PER_JOB => {
+                vec![JobSegment {
+                    segment_id: "*".into(),
+                    segment: json!({}),
+                }]
+            }
+            _ => chosen
+                .iter()
+                .map(|definition| snapshot(definition))
+                .collect(),
+        },
+        errors: Vec::new(),
+        metrics: JobMetrics {
+            total_time: Timing::started(now_ms),
+            ..JobMetrics::default()
+        },
+        request_id: if origin.request_id.is_empty() {
+            format!("{id}-{now_ms}")
+        } else {
+            origin.request_id
+        },
+        schema: json!({"name": definitions::PROFILE_CLASS}),
+        properties: origin.properties,
+        links: json!({
+            "cancel": {"href": format!("/segment/jobs/{id}"), "method": "DELETE"},
+            "checkStatus": {"href": format!("/segment/jobs/{id}"), "method": "GET"},
+        }),
+        creation_time: now_ms,
+        update_time: now_ms,
+        update_epoch: now_ms / 1000,
+        id,
+    };
+    write(&transaction, tenant, &job)?;
+    transaction.commit()?;
+    Ok(job)
+}
+
+fn write(
+    connection: &rusqlite::Connection,
+    tenant: &Tenant,
+    job: &SegmentJob,
+) -> Result<(), JobErrorKind> {
+    connection.execute(
+        "INSERT INTO segment_jobs (org_id, sandbox, id, status, created_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (org_id, sandbox, id) DO UPDATE SET status = excluded.status, body = excluded.body",
+        params![tenant.org_id, tenant.sandbox, job.id, job.status.as_str(), job.creation_time, serde_json::to_string(job)?],
+    )?;
+    Ok(())
+}
+
+/// Returns one job.
+pub fn get_blocking(
+    connection: &rusqlite::Connection,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<SegmentJob, JobErrorKind> {
+    let body: Option<String> = connection
+        .query_row(
+            "SELECT body FROM segment_jobs WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
+            params![tenant.org_id, tenant.sandbox, id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    body.map(|body| serde_json::from_str(&body))
+        .transpose()?
+        .ok_or_else(|| JobErrorKind::NotFound(id.to_owned()))
+}
+
+/// Returns every job of a tenant, oldest first.
+pub fn list_blocking(
+    connection: &rusqlite::Connection,
+    tenant: &Tenant,
+) -> Result<Vec<SegmentJob>, JobErrorKind> {
+    let mut statement = connection.prepare(
+        "SELECT body FROM segment_jobs WHERE org_id = ?1 AND sandbox = ?2 ORDER BY created_ms, id",
+    )?;
+    let rows = statement.query_map(params![tenant.org_id, tenant.sandbox], |row| {
+        row.get::<_, String>(0)
+    })?;
+    let mut jobs = Vec::new();
+    for body in rows {
+        jobs.push(serde_json::from_str(&body?)?);
+    }
+    Ok(jobs)
+}
+
+/// Applies `change` to a job in one transaction and returns it.
+pub fn update_blocking(
+    connection: &mut rusqlite::Connection,
+    tenant: &Tenant,
+    id: &str,
+    now_ms: i64,
+    change: impl FnOnce(&mut SegmentJob),
+) -> Result<SegmentJob, JobErrorKind> {
+    let transaction = connection.transaction()?;
+    let mut job = get_blocking(&transaction, tenant, id)?;
+    change(&mut job);
+    job.update_time = now_ms;
+    job.update_epoch = now_ms / 1000;
+    write(&transaction, tenant, &job)?;
+    transaction.commit()?;
+    Ok(job)
+}
+
+/// Returns the oldest job in one of `statuses`, across tenants.
+pub fn oldest_with_status_blocking(
+    connection: &rusqlite::Connection,
+    statuses: &[JobStatus],
+) -> Result<Option<(Tenant, String)>, JobErrorKind> {
+    let placeholders = statuses
+        .iter()
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT org_id, sandbox, id FROM segment_jobs WHERE status IN ({placeholders}) ORDER BY created_ms, id LIMIT 1"
+    );
+    Ok(connection
+        .query_row(&sql, [], |row| {
+            Ok((
+                Tenant::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?),
+                row.get(2)?,
+            ))
+        })
+        .optional()?)
+}
+
+/// Everything the evaluation of a job needs from the stores.
+pub struct EvaluationInput<'a> {
+    /// Profiles.
+    pub profiles: &'a ProfileStore,
+    /// Memberships.
+    pub memberships: &'a MembershipStore,
+    /// The job's definitions (current versions), with their resolved merge policies.
+    pub definitions: Vec<(SegmentDefinition, MergePolicy)>,
+    /// The job's start: relative dates and `lastQualificationTime` use it.
+    pub now: DateTime<Utc>,
+    /// Checked between chunks; true means stop and write nothing.
+    pub cancelled: &'a dyn Fn() -> bool,
+    /// Called with the number of profiles evaluated so far.
+    pub progress: &'a mut dyn FnMut(u64),
+}
+
+/// The outcome of an evaluation that ran to the end.
+#[derive(Debug, Default)]
+pub struct EvaluationOutcome {
+    /// Metrics to record.
+    pub metrics: JobMetrics,
+    /// Whether the job was cancelled (nothing written).
+    pub cancelled: bool,
+}
+
+/// Orders definitions so each comes after the ones of this job it references (Kahn's algorithm; the
+/// definitions API refuses cycles, so one cannot appear here).
+fn dependency_order(
+    definitions: Vec<(SegmentDefinition, MergePolicy)>,
+) -> Vec<(SegmentDefinition, MergePolicy)> {
+    let ids: HashSet<String> = definitions
+        .iter()
+        .map(|(definition, _)| definition.id.clone())
+        .collect();
+    let mut remaining = definitions;
+    let mut ordered = Vec::with_capacity(remaining.len());
+    let mut done: HashSet<String> = HashSet::new();
+    while !remaining.is_empty() {
+        let (ready, blocked): (Vec<_>, Vec<_>) =
+            remaining.into_iter().partition(|(definition, _)| {
+                definition
+                    .referenced_segments
+                    .iter()
+                    .all(|reference| !ids.contains(reference) || done.contains(reference))
+            });
+        if ready.is_empty() {
+            // Unreachable with the create-time cycle check; evaluate the rest as they are rather than loop.
+            ordered.extend(blocked);
+            break;
+        }
+        done.extend(ready.iter().map(|(definition, _)| definition.id.clone()));
+        ordered.extend(ready);
+        remaining = blocked;
+    }
+    ordered
+}
+
+/// Evaluates a job's definitions over the whole store and, unless cancelled, writes the membership
+/// transitions in one transaction.
+pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<EvaluationOutcome, String> {
+    let now_text = input.now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let now_ms = input.now.timestamp_millis();
+    let mut metrics = JobMetrics::default();
+    let mut current = input
+        .memberships
+        .all(tenant)
+        .map_err(|error| error.to_string())?;
+    let mut updates: HashMap<String, Memberships> = HashMap::new();
+    let mut processed = 0u64;
+
+    // Group by merge policy: one pass over the store per distinct policy.
+    let mut groups: Vec<(MergePolicy, String, Vec<(SegmentDefinition, MergePolicy)>)> = Vec::new();
+    for (definition, policy) in dependency_order(input.definitions) {
+        match groups
+            .iter_mut()
+            .find(|(existing, _, _)| *existing == policy)
+        {
+            Some((_, _, members)) => members.push((definition, policy)),
+            None => groups.push((
+                policy.clone(),
+                definition.merge_policy_id.clone(),
+                vec![(definition, policy)],
+            )),
+        }
+    }
+    // Every evaluated segment appears in the counters, with 0 when nobody qualifies (as the seeds show).
+    for (_, _, members) in &groups {
+        for (definition, _) in members {
+            metrics
+                .segmented_profile_counter
+                .insert(definition.id.clone(), 0);
+            metrics
+                .segmented_profile_by_namespace_counter
+                .insert(definition.id.clone(), BTreeMap::new());
+            metrics
+                .segmented_profile_by_status_counter
+                .insert(definition.id.clone(), BTreeMap::new());
+        }
+    }
+
+    for (policy, policy_id, members) in &groups {
+        let compiled: Vec<(&SegmentDefinition, CompiledQuery)> = members
+            .iter()
+            .map(|(definition, _)| {
+                let expr = definitions::parse_expression(&definition.expression)
+                    .map_err(|error| error.to_string())?;
+                let query = pql::compile(&expr).map_err(|errors| format!("{errors:?}"))?;
+                Ok((definition, query))
+            })
+            .collect::<Result<_, String>>()?;
+        let mut scanned = 0u64;
+        let mut cancelled = false;
+        input
+            .profiles
+            .scan(tenant, policy, |profile| {
+                if cancelled {
+                    return;
+                }
+                scanned += 1;
+                processed += 1;
+                if processed % 4096 == 0 {
+                    (input.progress)(processed);
+                    if (input.cancelled)() {
+                        cancelled = true;
+                        return;
+                    }
+                }
+                let Some(primary) = profile
+                    .identities
+                    .iter()
+                    .find(|identity| identity.primary)
+                    .or(profile.identities.first())
+                else {
+                    return;
+                };
+                let profile_xid = xid::encode(&primary.namespace, &primary.id);
+                let mut namespaces: Vec<&str> = profile
+                    .identities
+                    .iter()
+                    .map(|identity| identity.namespace.as_str())
+                    .collect();
+                namespaces.sort_unstable();
+                namespaces.dedup();
+                let events: Vec<Value> = profile
+                    .events
+                    .iter()
+                    .filter_map(|event| event.to_value().ok())
+                    .collect();
+                let mut memberships = updates
+                    .get(&profile_xid)
+                    .cloned()
+                    .or_else(|| current.get(&profile_xid).cloned())
+                    .unwrap_or_default();
+                let mut attributes = profile.attributes.clone();
+                let mut changed = false;
+                for (definition, query) in &compiled {
+                    // inSegment sees this job's results for earlier definitions, and stored ones for others.
+                    if let Value::Object(object) = &mut attributes {
+                        object.insert(
+                            "segmentMembership".into(),
+                            json!({UPS_NAMESPACE: &memberships}),
+                        );
+                    }
+                    let qualifies =
+                        query.matches_at(&pql::JsonProfile::new(&attributes, &events), now_ms);
+                    let previous = memberships
+                        .get(&definition.id)
+                        .map(|membership| membership.status);
+                    let next = match (previous, qualifies) {
+                        (None, false) => None,
+                        (Some(MembershipStatus::Exited), false) => {
+                            Some((MembershipStatus::Exited, false))
+                        }
+                        (Some(MembershipStatus::Realized), true) => {
+                            Some((MembershipStatus::Realized, false))
+                        }
+                        (None | Some(MembershipStatus::Exited), true) => {
+                            Some((MembershipStatus::Realized, true))
+                        }
+                        (Some(MembershipStatus::Realized), false) => {
+                            Some((MembershipStatus::Exited, true))
+                        }
+                    };
+                    if qualifies {
+                        *metrics
+                            .segmented_profile_counter
+                            .entry(definition.id.clone())
+                            .or_default() += 1;
+                        let by_namespace = metrics
+                            .segmented_profile_by_namespace_counter
+                            .entry(definition.id.clone())
+                            .or_default();
+                        for namespace in &namespaces {
+                            *by_namespace.entry((*namespace).to_owned()).or_default() += 1;
+                        }
+                    }
+                    if let Some((status, transition)) = next {
+                        if transition {
+                            let label = if status == MembershipStatus::Realized {
+                                "realized"
+                            } else {
+                                "exited"
+                            };
+                            *metrics
+                                .segmented_profile_by_status_counter
+                                .entry(definition.id.clone())
+                                .or_default()
+                                .entry(label.into())
+                                .or_default() += 1;
+                            memberships.insert(
+                                definition.id.clone(),
+                                Membership {
+                                    status,
+                                    last_qualification_time: now_text.clone(),
+                                    version: Some(definition.version.to_string()),
+                                },
+                            );
+                            changed = true;
+                        } else if let Some(entry) = memberships.get_mut(&definition.id) {
+                            entry.version = Some(definition.version.to_string());
+                        }
+                    }
+                }
+                if changed {
+                    updates.insert(profile_xid, memberships);
+                }
+            })
+            .map_err(|error| error.to_string())?;
+        if cancelled || (input.cancelled)() {
+            return Ok(EvaluationOutcome {
+                metrics,
+                cancelled: true,
+            });
+        }
+        metrics
+            .total_profiles_by_merge_policy
+            .insert(policy_id.clone(), scanned);
+        // Later groups' inSegment reads see this group's results.
+        for (profile_xid, memberships) in &updates {
+            current.insert(profile_xid.clone(), memberships.clone());
+        }
+    }
+    metrics.total_profiles = Some(processed);
+    let updates: Vec<(String, Memberships)> = updates.into_iter().collect();
+    input
+        .memberships
+        .replace_all(tenant, &updates)
+        .map_err(|error| error.to_string())?;
+    Ok(EvaluationOutcome {
+        metrics,
+        cancelled: false,
+    })
+}
+
+/// Loads the current versions of a job's definitions with their merge policies.
+pub fn load_definitions(
+    connection: &rusqlite::Connection,
+    tenant: &Tenant,
+    job: &SegmentJob,
+) -> Result<Vec<(SegmentDefinition, MergePolicy)>, String> {
+    let all = definitions::list_blocking(connection, tenant).map_err(|error| error.to_string())?;
+    let wanted: Vec<&SegmentDefinition> =
+        if job.segments.iter().any(|segment| segment.segment_id == "*") {
+            all.iter()
+                .filter(|definition| definition.evaluation_info.batch.enabled)
+                .collect()
+        } else {
+            job.segments
+                .iter()
+                .map(|segment| {
+                    all.iter()
+                        .find(|definition| definition.id == segment.segment_id)
+                        .ok_or_else(|| {
+                            format!(
+                                "segment definition {} was deleted before the job ran",
+                                segment.segment_id
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        };
+    wanted
+        .into_iter()
+        .map(|definition| {
+            let (_, policy) =
+                policies::resolve_blocking(connection, tenant, Some(&definition.merge_policy_id))
+                    .map_err(|error| format!("merge policy of {}: {error}", definition.id))?;
+            Ok((definition.clone(), policy))
+        })
+        .collect()
+}

@@ -1,0 +1,175 @@
+//! Durable segment membership (`api.md` §9): per tenant and profile XID, the `ups` namespace map of
+//! segment id → `{status, lastQualificationTime, version}`.
+//!
+//! Stored in its own redb file beside the profile store, so a segment job's results are written in
+//! **one** transaction when it succeeds (atomically visible) and a failed or cancelled job writes
+//! nothing. Memberships are keyed by the XID of the profile's primary identity: when a later identity
+//! merge changes a profile's primary identity, its memberships are found again at the next job, which
+//! recomputes them (the previous key's entries are superseded, not migrated).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::tenant::Tenant;
+
+/// `tenant-prefix ‖ xid` → JSON of [`Memberships`].
+const MEMBERSHIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("memberships");
+
+/// The file name inside the data directory.
+pub const DB_FILE: &str = "membership.redb";
+
+/// The membership status of a profile in one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipStatus {
+    /// Qualifies (newly or still).
+    Realized,
+    /// Qualified at the previous evaluation, not now.
+    Exited,
+}
+
+/// One membership entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    /// Realized or exited.
+    pub status: MembershipStatus,
+    /// When the status last changed (RFC 3339, UTC).
+    pub last_qualification_time: String,
+    /// The definition version evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// A profile's memberships in Platform segments (namespace `ups`), by segment id.
+pub type Memberships = BTreeMap<String, Membership>;
+
+/// Errors of the membership store.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The database failed.
+    #[error("membership database error: {0}")]
+    Storage(#[from] redb::Error),
+    /// A stored value is not valid JSON.
+    #[error("membership value is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+macro_rules! storage_error_from {
+    ($($source:ty),*) => {$(
+        impl From<$source> for MembershipError {
+            fn from(error: $source) -> Self {
+                Self::Storage(error.into())
+            }
+        }
+    )*};
+}
+storage_error_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The membership store; `Send + Sync`, shared through an `Arc`; every call is blocking.
+pub struct MembershipStore {
+    db: Database,
+}
+
+fn prefix(tenant: &Tenant) -> String {
+    // Newlines cannot occur in org ids or sandbox names (headers), so the prefix is unambiguous.
+    format!("{}\n{}\n", tenant.org_id, tenant.sandbox)
+}
+
+impl MembershipStore {
+    /// Opens (creating) `membership.redb` in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, MembershipError> {
+        let db = Database::create(dir.join(DB_FILE))?;
+        let txn = db.begin_write()?;
+        txn.open_table(MEMBERSHIPS)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Returns one profile's memberships.
+    pub fn get(&self, tenant: &Tenant, xid: &str) -> Result<Memberships, MembershipError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MEMBERSHIPS)?;
+        match table.get(format!("{}{xid}", prefix(tenant)).as_str())? {
+            Some(value) => Ok(serde_json::from_slice(value.value())?),
+            None => Ok(Memberships::new()),
+        }
+    }
+
+    /// Returns every membership of a tenant, by XID (one range read).
+    pub fn all(&self, tenant: &Tenant) -> Result<HashMap<String, Memberships>, MembershipError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MEMBERSHIPS)?;
+        let start = prefix(tenant);
+        let mut result = HashMap::new();
+        for entry in table.range(start.as_str()..)? {
+            let (key, value) = entry?;
+            let Some(xid) = key.value().strip_prefix(start.as_str()) else {
+                break;
+            };
+            result.insert(xid.to_owned(), serde_json::from_slice(value.value())?);
+        }
+        Ok(result)
+    }
+
+    /// Replaces the memberships of the given profiles in one durable transaction.
+    pub fn replace_all(
+        &self,
+        tenant: &Tenant,
+        updates: &[(String, Memberships)],
+    ) -> Result<(), MembershipError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(MEMBERSHIPS)?;
+            let start = prefix(tenant);
+            for (xid, memberships) in updates {
+                let key = format!("{start}{xid}");
+                if memberships.is_empty() {
+                    table.remove(key.as_str())?;
+                } else {
+                    table.insert(key.as_str(), serde_json::to_vec(memberships)?.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memberships_are_per_tenant_and_replaced_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MembershipStore::open(dir.path()).unwrap();
+        let (a, b) = (Tenant::new("o", "prod"), Tenant::new("o", "prod2"));
+        let entry = Membership {
+            status: MembershipStatus::Realized,
+            last_qualification_time: "2026-01-01T00:00:00Z".into(),
+            version: None,
+        };
+        let memberships = Memberships::from([("s1".to_owned(), entry)]);
+        store
+            .replace_all(&a, &[("x1".into(), memberships.clone())])
+            .unwrap();
+        assert_eq!(store.get(&a, "x1").unwrap(), memberships);
+        assert!(store.get(&b, "x1").unwrap().is_empty());
+        assert_eq!(store.all(&a).unwrap().len(), 1);
+        assert!(store.all(&b).unwrap().is_empty());
+        store
+            .replace_all(&a, &[("x1".into(), Memberships::new())])
+            .unwrap();
+        assert!(store.all(&a).unwrap().is_empty());
+    }
+}
