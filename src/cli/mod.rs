@@ -1,5 +1,7 @@
 //! The `segmentd` command line: `serve` runs the service; other subcommands are tools around it.
 
+pub mod generate;
+pub mod pql;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -21,6 +23,11 @@ pub struct Cli {
 pub enum Command {
     /// Runs the HTTP service.
     Serve(serve::ServeArgs),
+    /// Checks, evaluates and converts PQL expressions.
+    #[command(subcommand)]
+    Pql(pql::PqlCommand),
+    /// Writes a deterministic demo dataset folder (XDM profiles and events).
+    Generate(generate::GenerateArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -28,6 +35,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => report(serve::run(args)),
+        Command::Pql(command) => pql::run(command),
+        Command::Generate(args) => report(generate::run(args)),
     }
 }
 
