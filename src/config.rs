@@ -31,8 +31,18 @@ pub struct Settings {
     pub workers: WorkerSettings,
     /// Preview job lifetime and queue.
     pub preview: PreviewSettings,
+    /// The daily sample job.
+    pub sample: SampleSettings,
     /// API clients allowed to call the service.
     pub auth: AuthSettings,
+}
+
+/// The daily sample job.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleSettings {
+    /// Time of day (`HH:MM`, UTC) the samples are rebuilt.
+    pub daily_at: String,
 }
 
 /// Preview job lifetime and queue.
@@ -166,8 +176,15 @@ impl Settings {
         }
         merge_tables(&mut merged, env_layer(env));
         merge_tables(&mut merged, overrides);
-        Settings::deserialize(toml::Value::Table(merged))
-            .map_err(|error| ConfigError::Invalid(error.to_string()))
+        let settings = Settings::deserialize(toml::Value::Table(merged))
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if crate::sample::service::parse_daily_at(&settings.sample.daily_at).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "sample.daily_at `{}` is not a time of day: use HH:MM (UTC)",
+                settings.sample.daily_at
+            )));
+        }
+        Ok(settings)
     }
 }
 

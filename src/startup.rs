@@ -16,7 +16,7 @@ use crate::estimate::preview::PreviewJobs;
 use crate::ingest::batch::{IngestJobError, Ingestor};
 use crate::jobs::runner::SegmentJobRunner;
 use crate::sample::rank::RankKey;
-use crate::sample::store::SampleRegistry;
+use crate::sample::service::Samples;
 use crate::store::membership::MembershipStore;
 use crate::store::metadata::{MetadataStore, StoreError};
 use crate::store::profiles::{ProfileStore, ProfileStoreError};
@@ -123,12 +123,17 @@ impl Application {
                 i64::try_from(settings.preview.ttl_secs).unwrap_or(i64::MAX / 1000),
             ),
         );
+        let samples = Arc::new(Samples::new(
+            metadata.clone(),
+            ingestor.profiles().clone(),
+            rank_key,
+            clock.clone(),
+        ));
         let state = AppState {
             ingestor,
             segment_jobs,
-            samples: Arc::new(SampleRegistry::default()),
+            samples,
             previews: Arc::new(previews),
-            rank_key,
             auth: Arc::new(Authenticator::new(&settings.auth.clients)),
             settings: Arc::new(settings),
             metadata,
@@ -157,6 +162,14 @@ impl Application {
         let deadline = Duration::from_secs(self.state.settings.http.shutdown_timeout_secs);
         let token = self.shutting_down;
         let workers = tokio::spawn(self.state.segment_jobs.clone().run());
+        let mut sample_jobs = self
+            .state
+            .samples
+            .schedule(&self.state.settings.sample.daily_at)
+            .await
+            .map_err(|error| {
+                std::io::Error::other(format!("cannot start the sample job: {error}"))
+            })?;
         let router = api::router(self.state);
         let server = axum::serve(self.listener, router)
             .with_graceful_shutdown(token.clone().cancelled_owned());
@@ -170,6 +183,9 @@ impl Application {
             "shutting down: draining requests"
         );
         token.cancel();
+        if let Err(error) = sample_jobs.shutdown().await {
+            tracing::warn!(%error, "sample job scheduler did not stop cleanly");
+        }
         let drained = tokio::time::timeout(deadline, async {
             let served = (&mut server).await;
             // The runner stops between chunks once the token is cancelled.

@@ -266,7 +266,7 @@ pub async fn batches_action(
                     .process(tenant.clone(), batch_id.clone())
                     .await
                 {
-                    Ok(_) => crate::api::preview::refresh_stale_samples(&state, &tenant).await,
+                    Ok(_) => state.samples.refresh_tenant(&tenant, false).await,
                     // The batch stays in staging and is processed again at the next start-up.
                     Err(error) => tracing::error!(batch_id, %error, "batch processing failed"),
                 }

@@ -44,12 +44,10 @@ pub struct AppState {
     pub metadata: MetadataStore,
     /// Batch and streaming ingestion into the profile store.
     pub ingestor: crate::ingest::batch::Ingestor,
-    /// The published samples behind previews.
-    pub samples: Arc<crate::sample::store::SampleRegistry>,
+    /// The samples behind previews, and their refresh.
+    pub samples: Arc<crate::sample::service::Samples>,
     /// Running and finished preview jobs.
     pub previews: Arc<crate::estimate::preview::PreviewJobs>,
-    /// The keyed hash that ranks profiles into samples (persisted per data directory).
-    pub rank_key: crate::sample::rank::RankKey,
     /// The segment job runner (queue signal, cancellation, memberships).
     pub segment_jobs: crate::jobs::runner::SegmentJobRunner,
     /// The source of "now".

@@ -22,10 +22,8 @@ use crate::api::error::{ApiError, ApiResult, ErrorCode};
 use crate::api::extract::{AppJson, AppPath, AppQuery};
 use crate::estimate::preview::{NewPreview, PreviewError, PreviewJob};
 use crate::pql::{self, PqlFormat};
-use crate::profile::policies;
-use crate::sample::store::{Sample, build_sample, is_stale};
-use crate::store::profiles::IdentityGraph;
-use crate::tenant::Tenant;
+use crate::sample::service::SampleError;
+use crate::sample::store::Sample;
 
 /// Default and largest preview page.
 const DEFAULT_PAGE: usize = 1000;
@@ -73,65 +71,16 @@ pub struct CreatePreview {
     pub target_relative_half_width: Option<f64>,
 }
 
-/// Returns the tenant's current sample for the policy, building or rebuilding it when missing or stale.
-pub async fn current_sample(
-    state: &AppState,
-    tenant: &Tenant,
-    merge_policy_id: Option<String>,
-    graph_type: Option<&str>,
-    force_rebuild: bool,
-) -> ApiResult<Arc<Sample>> {
-    let lookup_tenant = tenant.clone();
-    let (policy_id, mut policy) = state
-        .metadata
-        .call(move |connection| {
-            Ok(policies::resolve_blocking(
-                connection,
-                &lookup_tenant,
-                merge_policy_id.as_deref(),
-            ))
-        })
-        .await?
-        .map_err(|error| match error {
-            policies::PolicyError::NotFound(id) => {
-                ApiError::validation(format!("mergePolicyId {id} does not exist in this sandbox"))
+impl From<SampleError> for ApiError {
+    fn from(error: SampleError) -> Self {
+        match error {
+            SampleError::UnknownPolicy(_) | SampleError::BadGraph(_) => {
+                ApiError::validation(error.to_string())
             }
-            other => other.into(),
-        })?;
-    match graph_type {
-        None => {}
-        Some("none") => policy.identity_graph = IdentityGraph::None,
-        Some("pdg") => policy.identity_graph = IdentityGraph::Pdg,
-        Some(other) => {
-            return Err(ApiError::validation(format!(
-                "graphType `{other}` is not supported: use none or pdg"
-            )));
+            SampleError::Metadata(error) => error.into(),
+            SampleError::Profiles(error) => error.into(),
         }
     }
-    let sample_key = format!("{policy_id}/{:?}", policy.identity_graph).to_ascii_lowercase();
-    let now = state.clock.now();
-    let profiles = state.ingestor.profiles().clone();
-    if let Some(sample) = state.samples.get(tenant, &sample_key) {
-        let (count_store, count_tenant) = (profiles.clone(), tenant.clone());
-        let current = tokio::task::spawn_blocking(move || count_store.profile_count(&count_tenant))
-            .await
-            .map_err(ApiError::internal)??;
-        if !force_rebuild && !is_stale(&sample, current, now) {
-            return Ok(sample);
-        }
-    }
-    let (build_tenant, key) = (tenant.clone(), state.rank_key);
-    let sample = tokio::task::spawn_blocking(move || {
-        build_sample(&profiles, &build_tenant, &sample_key, &policy, &key, now)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    tracing::info!(
-        profiles = sample.profiles.len(),
-        store = sample.store_size,
-        "sample built"
-    );
-    Ok(state.samples.publish(tenant, sample))
 }
 
 /// Creates a preview (and its estimate, same id): 201 with `previewId`; the expression is checked
@@ -173,14 +122,15 @@ pub async fn previews_create(
     let expr = pql::parse(&request.predicate_expression, format)
         .map_err(|errors| crate::api::segments::pql_error(&errors))?;
     let query = pql::compile(&expr).map_err(|errors| crate::api::segments::pql_error(&errors))?;
-    let sample = current_sample(
-        &state,
-        &scope.tenant,
-        request.merge_policy_id,
-        request.graph_type.as_deref(),
-        false,
-    )
-    .await?;
+    let sample = state
+        .samples
+        .current(
+            &scope.tenant,
+            request.merge_policy_id,
+            request.graph_type.as_deref(),
+            false,
+        )
+        .await?;
     let new = NewPreview {
         tenant: scope.tenant.clone(),
         expression: request.predicate_expression,
@@ -401,28 +351,14 @@ pub async fn sample_refresh(
     scope: RequestScope,
     AppQuery(query): AppQuery<RefreshQuery>,
 ) -> ApiResult<Json<Value>> {
-    let sample = current_sample(
-        &state,
-        &scope.tenant,
-        query.merge_policy_id,
-        query.graph_type.as_deref(),
-        true,
-    )
-    .await?;
+    let sample = state
+        .samples
+        .current(
+            &scope.tenant,
+            query.merge_policy_id,
+            query.graph_type.as_deref(),
+            true,
+        )
+        .await?;
     Ok(Json(describe(&sample, Some(sample.store_size))))
-}
-
-/// Rebuilds the tenant's samples whose store changed by more than 3% (or that are over three days
-/// old); called after a batch lands, as the sample job's refresh rule says (`api.md` §3.5).
-pub async fn refresh_stale_samples(state: &AppState, tenant: &Tenant) {
-    for sample in state.samples.of_tenant(tenant) {
-        let mut key = sample.merge_policy_id.split('/');
-        let policy_id = key.next().map(str::to_owned);
-        let graph = key.next().map(str::to_owned);
-        // `current_sample` only rebuilds when the sample is stale.
-        if let Err(error) = current_sample(state, tenant, policy_id, graph.as_deref(), false).await
-        {
-            tracing::warn!(error = %error, "cannot refresh sample");
-        }
-    }
 }

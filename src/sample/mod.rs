@@ -6,4 +6,5 @@
 //! and the sample-size tiers of api.md §3.5.
 
 pub mod rank;
+pub mod service;
 pub mod store;

@@ -9,9 +9,7 @@
 //! evaluated through [`pql::JsonProfile`]. This is the simple row representation; the columnar one
 //! that `estimation.md` measures one to two orders of magnitude faster is not built yet.
 //!
-//! Refresh rules implemented (`api.md` §3.5): a sample is built on first use, on demand
-//! (`POST /data/core/ups/previewsamplestatus`), when a completed batch changed the store's profile
-//! count by more than [`REFRESH_CHANGE`], and when it is older than [`MAX_AGE`] at the next use.
+//! When samples are rebuilt is the business of [`crate::sample::service`].
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -193,6 +191,18 @@ impl SampleRegistry {
             sample.clone(),
         );
         sample
+    }
+
+    /// Returns the tenants that have at least one sample.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        let mut tenants: Vec<Tenant> = self
+            .samples
+            .iter()
+            .map(|entry| entry.key().0.clone())
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants
     }
 
     /// Returns the published samples of a tenant.
