@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod pql;
 pub mod profile;
 pub mod sample;
+pub mod schedule;
 pub mod segment;
 pub mod startup;
 pub mod store;

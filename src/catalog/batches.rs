@@ -183,8 +183,8 @@ pub struct NewBatch {
 }
 
 /// Stores a new batch in `loading` state.
-pub async fn create_batch(
-    store: &MetadataStore,
+pub fn create_batch_blocking(
+    connection: &rusqlite::Connection,
     tenant: &Tenant,
     new: NewBatch,
     now_ms: i64,
@@ -211,26 +211,33 @@ pub async fn create_batch(
         metrics: BatchMetrics::default(),
         errors: Vec::new(),
     };
-    let (tenant, stored) = (tenant.clone(), batch.clone());
-    store
-        .call(move |connection| {
-            connection.execute(
-                "INSERT INTO batches (org_id, sandbox, id, dataset_id, status, created_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    tenant.org_id,
-                    tenant.sandbox,
-                    stored.id,
-                    stored.dataset_id(),
-                    status_name(stored.status),
-                    now_ms,
-                    serde_json::to_string(&stored)?
-                ],
-            )?;
-            Ok(())
-        })
-        .await?;
+    connection.execute(
+        "INSERT INTO batches (org_id, sandbox, id, dataset_id, status, created_ms, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            tenant.org_id,
+            tenant.sandbox,
+            batch.id,
+            batch.dataset_id(),
+            status_name(batch.status),
+            now_ms,
+            serde_json::to_string(&batch)?
+        ],
+    )?;
     Ok(batch)
+}
+
+/// Stores a new batch in `loading` state, on the blocking pool.
+pub async fn create_batch(
+    store: &MetadataStore,
+    tenant: &Tenant,
+    new: NewBatch,
+    now_ms: i64,
+) -> Result<Batch, StoreError> {
+    let tenant = tenant.clone();
+    store
+        .call(move |connection| create_batch_blocking(connection, &tenant, new, now_ms))
+        .await
 }
 
 fn status_name(status: BatchStatus) -> String {

@@ -108,9 +108,9 @@ fn new_dataset_id() -> String {
     uuid[..12].to_string() + &uuid[20..32]
 }
 
-/// Validates and stores a new dataset; returns its id.
-pub async fn create_dataset(
-    store: &MetadataStore,
+/// Stores a new dataset; returns its id and the stored resource.
+pub fn create_dataset_blocking(
+    connection: &rusqlite::Connection,
     tenant: &Tenant,
     request: NewDataset,
     now_ms: i64,
@@ -130,18 +130,30 @@ pub async fn create_dataset(
         updated: now_ms,
         files: format!("@/dataSetFiles?dataSetId={id}"),
     };
-    let body = serde_json::to_string(&dataset)?;
-    let (tenant, row_id) = (tenant.clone(), id.clone());
-    store
-        .call(move |connection| {
-            connection.execute(
-                "INSERT INTO datasets (org_id, sandbox, id, created_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![tenant.org_id, tenant.sandbox, row_id, now_ms, body],
-            )?;
-            Ok(())
-        })
-        .await?;
+    connection.execute(
+        "INSERT INTO datasets (org_id, sandbox, id, created_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            tenant.org_id,
+            tenant.sandbox,
+            id,
+            now_ms,
+            serde_json::to_string(&dataset)?
+        ],
+    )?;
     Ok((id, dataset))
+}
+
+/// Stores a new dataset on the blocking pool; returns its id and the stored resource.
+pub async fn create_dataset(
+    store: &MetadataStore,
+    tenant: &Tenant,
+    request: NewDataset,
+    now_ms: i64,
+) -> Result<(String, Dataset), StoreError> {
+    let tenant = tenant.clone();
+    store
+        .call(move |connection| create_dataset_blocking(connection, &tenant, request, now_ms))
+        .await
 }
 
 /// Returns the dataset with this id in this tenant, if any.

@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, MapArray,
-    StringArray, StructArray,
+    PrimitiveArray, StringArray, StructArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
-use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use arrow::datatypes::{
+    ArrowTimestampType, DataType, Field, Fields, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde_json::{Map, Number, Value};
@@ -98,10 +101,6 @@ fn cell_to_json(array: &dyn Array, index: usize) -> Result<Option<Value>, ArrowE
             Value::String(date.format("%Y-%m-%d").to_string())
         }
         DataType::Timestamp(unit, _) => {
-            use arrow::datatypes::{
-                TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-                TimestampSecondType,
-            };
             let nanos = match unit {
                 TimeUnit::Second => array
                     .as_primitive::<TimestampSecondType>()
@@ -175,7 +174,7 @@ fn float(value: f64) -> Result<Value, ArrowError> {
 
 /// Builds a record batch of `schema` from JSON rows. Missing keys and values of
 /// the wrong type become nulls; supported types are Boolean, Int64, Float64,
-/// Utf8, Struct, List and Map with Utf8 keys.
+/// Utf8, Timestamp (from RFC 3339 strings), Struct, List and Map with Utf8 keys.
 pub fn rows_to_batch(
     schema: Arc<arrow::datatypes::Schema>,
     rows: &[Value],
@@ -217,6 +216,18 @@ fn json_to_array(data_type: &DataType, cells: &[Option<&Value>]) -> Result<Array
                 .map(|c| c.and_then(Value::as_str))
                 .collect::<StringArray>(),
         ),
+        DataType::Timestamp(TimeUnit::Second, zone) => {
+            timestamp_array::<TimestampSecondType>(cells, zone)
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, zone) => {
+            timestamp_array::<TimestampMillisecondType>(cells, zone)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, zone) => {
+            timestamp_array::<TimestampMicrosecondType>(cells, zone)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, zone) => {
+            timestamp_array::<TimestampNanosecondType>(cells, zone)
+        }
         DataType::Struct(fields) => Arc::new(json_to_struct(fields, cells)?),
         DataType::List(item) => {
             let mut offsets = Vec::with_capacity(cells.len() + 1);
@@ -291,6 +302,19 @@ fn json_to_array(data_type: &DataType, cells: &[Option<&Value>]) -> Result<Array
             )));
         }
     })
+}
+
+/// Parses RFC 3339 strings into instants of unit `T`, keeping the column's
+/// time zone; anything else (or an instant out of range) becomes null.
+fn timestamp_array<T: ArrowTimestampType>(
+    cells: &[Option<&Value>],
+    zone: &Option<Arc<str>>,
+) -> ArrayRef {
+    let instants = cells.iter().map(|cell| {
+        let text = cell.and_then(Value::as_str)?;
+        T::from_datetime(chrono::DateTime::parse_from_rfc3339(text).ok()?)
+    });
+    Arc::new(instants.collect::<PrimitiveArray<T>>().with_timezone_opt(zone.clone()))
 }
 
 fn json_to_struct(fields: &Fields, cells: &[Option<&Value>]) -> Result<StructArray, ArrowError> {
@@ -372,5 +396,24 @@ mod tests {
         ];
         let batch = rows_to_batch(schema, &rows).unwrap();
         assert_eq!(batch_to_rows(&batch).unwrap(), rows);
+    }
+
+    #[test]
+    fn timestamps_parse_rfc3339_and_read_back_in_utc() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        )]));
+        let rows = vec![
+            json!({"at": "2018-04-26T17:52:25.5+02:00"}),
+            json!({"at": "yesterday"}),
+            json!({}),
+        ];
+        let batch = rows_to_batch(schema, &rows).unwrap();
+        assert_eq!(
+            batch_to_rows(&batch).unwrap(),
+            vec![json!({"at": "2018-04-26T15:52:25.500Z"}), json!({}), json!({})]
+        );
     }
 }

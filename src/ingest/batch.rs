@@ -240,7 +240,8 @@ impl Ingestor {
             .map_err(|error| StoreError::Task(error.to_string()))?
     }
 
-    fn process_blocking(&self, tenant: &Tenant, batch_id: &str) -> Result<Batch, IngestJobError> {
+    /// Processes a batch in `staging` on the current thread (see [`Ingestor::process`]).
+    pub fn process_blocking(&self, tenant: &Tenant, batch_id: &str) -> Result<Batch, IngestJobError> {
         let (batch, dataset) = self.metadata.call_blocking(|connection| {
             let batch = batches::get_batch_blocking(connection, tenant, batch_id)?
                 .ok_or_else(|| StoreError::Task(format!("batch {batch_id} vanished")))?;

@@ -5,6 +5,6 @@
 pub mod arrow_json;
 pub mod batch;
 pub mod generate;
-pub mod load;
+pub mod folder;
 pub mod stream;
 pub mod validate;

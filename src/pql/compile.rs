@@ -363,7 +363,7 @@ pub fn compile_expr(expr: &Expr, source: &str) -> Result<Compiled, PqlErrors> {
         _ => c.compile(expr),
     };
     // A `select` at the root is a segment predicate: true when the selection is non-empty
-    // (pql.md §2.5 [I]). Nested selects keep their list value.
+    // (pql.md §2.5 \[I\]). Nested selects keep their list value.
     let (root, ty) = match root {
         Node::Select(source, pred) => (Node::Quant(true, source, None, pred), Ty::Bool),
         other => (other, ty),
@@ -847,7 +847,7 @@ impl Compiler<'_> {
 
     /// Chained binders nest: `exists a from A where c1, b from B where c2 : c` is
     /// ∃a∈A (c1 ∧ ∃b∈B (c2 ∧ c)); `forall` is ∀a∈A (c1 → ∀b∈B (c2 → c)). Without `: c`, the
-    /// last binder's `where` is the condition (pql.md §4.11 [I]); for `exists` that is the same
+    /// last binder's `where` is the condition (pql.md §4.11 \[I\]); for `exists` that is the same
     /// thing, for `forall` it makes `forall x from A where p` mean "every x satisfies p".
     fn quant(&mut self, exists: bool, binders: &[Binder], cond: Option<&Expr>) -> Node {
         let Some((first, rest)) = binders.split_first() else {

@@ -9,7 +9,7 @@
 //! * anything else (events through filters or quantifiers, a chain without a short window,
 //!   events under `or`): batch only.
 //!
-//! Then, with the choices marked [I] in the spec resolved as follows:
+//! Then, with the choices marked \[I\] in the spec resolved as follows:
 //!
 //! * streaming: profile conjuncts only; or event conjuncts (any number of chains and steps) plus
 //!   profile conjuncts, with no segment conjunct (the newest streaming doc lists `inSegment`

@@ -280,7 +280,7 @@ fn contains_val<'a>(cx: &Cx<'a>, hay: &Val<'a>, needle: &Val<'a>) -> bool {
     hit
 }
 
-/// SQL `like`: `%` any run, `_` one character, whole-string, case-sensitive (pql.md §4.4 [I]).
+/// SQL `like`: `%` any run, `_` one character, whole-string, case-sensitive (pql.md §4.4 \[I\]).
 pub fn like_match(s: &str, pat: &[LikeTok]) -> bool {
     let chars: Vec<char> = s.chars().collect();
     let (mut si, mut pi) = (0, 0);
@@ -538,7 +538,7 @@ fn arith<'a>(op: BinOp, a: &Val<'a>, b: &Val<'a>) -> Val<'a> {
         BinOp::Add => x + y,
         BinOp::Sub => x - y,
         BinOp::Mul => x * y,
-        // Division by zero is null (pql.md §4.3 [I]), so comparisons with it are false.
+        // Division by zero is null (pql.md §4.3 \[I\]), so comparisons with it are false.
         BinOp::Div | BinOp::Rem if y == 0.0 => return Val::Null,
         BinOp::Div => x / y,
         _ => x % y,
@@ -631,7 +631,7 @@ impl Node {
 
     /// A chain is true when events can be picked in ascending timestamp order so that each step
     /// gets `count` events satisfying WHAT, WHEN and WHERE, and every event of a step is
-    /// strictly later than every event of the previous step (pql.md §2.6 [I]). Picking the
+    /// strictly later than every event of the previous step (pql.md §2.6 \[I\]). Picking the
     /// earliest qualifying events greedily is optimal for this, and is done by repeated
     /// minimum search, so no sorting buffer is allocated. Events without a parseable timestamp
     /// never match.
@@ -1074,7 +1074,7 @@ fn aggregate<'a>(
     });
     match func {
         Agg::Count => Val::Int(count),
-        // Sum of nothing is 0; integer sums stay integers (pql.md §3 [I]).
+        // Sum of nothing is 0; integer sums stay integers (pql.md §3 \[I\]).
         Agg::Sum => int_sum.map_or(Val::Double(sum), Val::Int),
         Agg::Average if count == 0 => Val::Null,
         Agg::Average => Val::Double(sum / count as f64),
@@ -1157,7 +1157,7 @@ fn method<'a>(cx: &Cx<'a>, sc: Sc<'_, 'a>, m: Method, recv: &'a Node, args: &'a 
                     });
                     Val::Bool(hit)
                 }
-                // Keeps the receiver's order and drops duplicates (pql.md §4.5 [I]).
+                // Keeps the receiver's order and drops duplicates (pql.md §4.5 \[I\]).
                 Method::Intersection => {
                     let mut out: Vec<Val<'a>> = Vec::new();
                     each(cx, &r, |x| {

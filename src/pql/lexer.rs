@@ -90,7 +90,19 @@ pub fn lex(src: &str) -> Result<Vec<Token>, PqlErrors> {
             let text = &src[start..i];
             let span = Span::new(start, i);
             let tok = if is_double {
-                Tok::Double(text.parse().map_err(|_| bad_number(src, span))?)
+                // Infinite values have no JSON form, so they are rejected like overflowing integers.
+                let d: f64 = text.parse().map_err(|_| bad_number(src, span))?;
+                if !d.is_finite() {
+                    return Err(PqlError::new(
+                        "invalid_number",
+                        format!("number literal `{text}` is out of range"),
+                        span,
+                        src,
+                    )
+                    .expected("a finite number")
+                    .into());
+                }
+                Tok::Double(d)
             } else {
                 Tok::Int(text.parse().map_err(|_| {
                     PqlError::new(

@@ -21,14 +21,16 @@
 //! * [`parse`]`(source, format) -> Result<Expr, PqlErrors>` parses and type-checks; every error
 //!   has a line, column, byte span, message, what was expected, and for misspelt names a
 //!   suggestion. [`PqlErrors`] is `Serialize` and has `render(source)`.
-//! * [`compile`]`(&Expr) -> Result<CompiledQuery, PqlErrors>` builds the evaluation tree
+//! * [`compile()`]`(&Expr) -> Result<CompiledQuery, PqlErrors>` builds the evaluation tree
 //!   (`Send + Sync`, compile once, evaluate many).
 //! * [`CompiledQuery::evaluate`] / [`CompiledQuery::matches`] evaluate against any
 //!   [`ProfileView`] at an explicit instant `now`; [`JsonProfile`] is the view over
 //!   `serde_json::Value`.
 //! * [`CompiledQuery::referenced_segments`] lists the `inSegment` ids (dependency order for
 //!   segment jobs); [`CompiledQuery::field_paths`] lists the interned paths a columnar store binds.
-//! * [`to_text`], [`to_json`] render; [`eligibility`] decides streaming/edge eligibility (§6.1).
+//! * [`to_text`], [`to_json`] render; [`eligibility()`] decides streaming/edge eligibility (§6.1).
+//! * [`check_fields`]`(&Expr, source, known_paths)` reports unknown profile fields with a
+//!   "did you mean" suggestion when the caller knows the schema.
 //!
 //! # Operator precedence
 //!
@@ -53,7 +55,7 @@
 //! case-sensitive. A name that collides with a keyword can be written in backquotes:
 //! `` `count` ``. `==` is accepted as `=`.
 //!
-//! # Semantics chosen where the documentation is silent [I]
+//! # Semantics chosen where the documentation is silent \[I\]
 //!
 //! * Null model: see [`eval`]. Missing operands make comparisons, `in`/`notIn`/`like` and
 //!   string predicates false (negated forms included); `not` negates the two-valued result.
@@ -71,7 +73,7 @@
 //! * Time: UTC; XDM dates are midnight UTC; weeks start on Monday; `occurs` rules in [`time`].
 //! * `chain`: see [`eval`] (`Node::chain`); `inSegment`: status `realized` or `existing` in any
 //!   namespace of `segmentMembership`.
-//! * Quantifiers: see [`compile`] (chained binders nest; without `:` the last `where` is the
+//! * Quantifiers: see [`mod@compile`] (chained binders nest; without `:` the last `where` is the
 //!   condition).
 //! * Inside filters, per-element method arguments and chain steps, bare names are fields of
 //!   the current element; `^` climbs one level; named binders (`exists X from ...`) do not
@@ -87,6 +89,7 @@ pub mod json;
 pub mod lexer;
 pub mod parser;
 pub mod regex;
+pub mod schema;
 pub mod text;
 pub mod time;
 pub mod view;
@@ -99,6 +102,7 @@ pub use ast::{Expr, ExprKind, Span};
 pub use eligibility::{Eligibility, eligibility};
 pub use error::{EvalError, PqlError, PqlErrors};
 pub use functions::Ty;
+pub use schema::check_fields;
 pub use view::{FieldPath, JsonProfile, ProfileView, Val};
 
 /// The two documented expression formats.

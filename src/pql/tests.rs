@@ -63,6 +63,7 @@ fn error_lexical_classes() {
     assert_eq!(first("a = \"abc").code, "unterminated_string");
     assert_eq!(first("a = \"\\u12\"").code, "invalid_escape");
     assert_eq!(first("a = 99999999999999999999").code, "invalid_number");
+    assert_eq!(first("a = 1e999").code, "invalid_number");
     assert_eq!(first("$0.a = 1").code, "invalid_parameter");
     assert_eq!(first("`abc = 1").code, "unterminated_name");
 }

@@ -144,7 +144,7 @@ pub trait ProfileView {
 }
 
 /// Walks `segments` from `root`, projecting through arrays and flattening one level (pql.md
-/// §2.3 [I]): `orders.storeId` over `[{storeId: "s1"}, {storeId: "s2"}]` is `["s1", "s2"]`;
+/// §2.3 \[I\]): `orders.storeId` over `[{storeId: "s1"}, {storeId: "s2"}]` is `["s1", "s2"]`;
 /// missing values are dropped from projections.
 pub fn walk_json<'a, S: AsRef<str>>(root: &'a serde_json::Value, segments: &[S]) -> Val<'a> {
     let mut cur = root;
@@ -196,7 +196,7 @@ pub fn push_flat<'a>(out: &mut Vec<Val<'a>>, v: Val<'a>) {
 ///
 /// Segment membership is read from `segmentMembership.<namespace>.<segmentId>.status` in any
 /// namespace (`ups` for Platform segments); `realized` and `existing` mean member, anything else
-/// (`exited`, missing) means not a member (pql.md §2.7 [I]).
+/// (`exited`, missing) means not a member (pql.md §2.7 \[I\]).
 #[derive(Debug, Clone, Copy)]
 pub struct JsonProfile<'a> {
     profile: &'a serde_json::Value,

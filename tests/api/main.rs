@@ -10,6 +10,7 @@ mod ingest;
 mod operations;
 mod previews;
 mod process;
+mod pql_vectors;
 mod profiles;
 mod segment_jobs;
 mod segments;

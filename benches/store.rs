@@ -1,0 +1,183 @@
+//! Profile store benchmarks: demo data generation, bulk ingest (store only,
+//! and from files with validation), full scan of merged profiles with events,
+//! and bytes on disk.
+//!
+//! Run: `cargo bench --bench store` (set `SEGMENTD_BENCH_PROFILES`, default
+//! 20000). Data comes from the demo generator with a fixed seed.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use segmentd::ingest::batch::Ingestor;
+use segmentd::ingest::folder::ingest_folder;
+use segmentd::ingest::generate::{DEFAULT_NOW_MS, GenerateConfig, generate};
+use segmentd::ingest::validate::read_file;
+use segmentd::store::metadata::MetadataStore;
+use segmentd::store::profiles::{MergePolicy, ProfileStore, RecordKind};
+use segmentd::tenant::Tenant;
+use serde_json::Value;
+
+/// Rows per store transaction in the store-only measurement.
+const STORE_CHUNK_ROWS: usize = 20_000;
+
+fn profiles() -> u64 {
+    std::env::var("SEGMENTD_BENCH_PROFILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// Parsed rows of every dataset, so the store-only bench excludes parsing.
+fn parsed_datasets(dir: &Path) -> Vec<(String, RecordKind, Vec<Value>)> {
+    let manifest = segmentd::ingest::generate::read_manifest(dir).expect("manifest");
+    manifest
+        .datasets
+        .iter()
+        .map(|dataset| {
+            let rows = dataset
+                .files
+                .iter()
+                .flat_map(|file| {
+                    read_file(&dir.join(file), dataset.kind)
+                        .expect("readable")
+                        .rows
+                })
+                .collect();
+            (dataset.name.clone(), dataset.kind, rows)
+        })
+        .collect()
+}
+
+/// Loads a generated folder into a fresh data directory through the batch path the API uses
+/// (Catalog datasets and batches, validation, one transaction per batch); returns the store.
+fn load_through_batches(
+    state: &Path,
+    tenant: &Tenant,
+    data: &Path,
+) -> std::sync::Arc<ProfileStore> {
+    let metadata = MetadataStore::open(state).expect("metadata");
+    let store = std::sync::Arc::new(ProfileStore::open(state).expect("open"));
+    let ingestor = Ingestor::new(
+        metadata.clone(),
+        store.clone(),
+        state,
+        std::sync::Arc::new(segmentd::clock::SystemClock),
+    );
+    ingest_folder(&metadata, &ingestor, tenant, data, 0, &mut |_, _| {}).expect("load");
+    store
+}
+
+fn bench_store(c: &mut Criterion) {
+    let profiles = profiles();
+    let tenant = Tenant::new("BENCH@AdobeOrg", "prod");
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = GenerateConfig {
+        profiles,
+        seed: 1,
+        now_ms: DEFAULT_NOW_MS,
+        threads: 2,
+    };
+    let manifest = generate(&config, data.path(), &|| {}).expect("generate");
+    let datasets = parsed_datasets(data.path());
+
+    let mut generation = c.benchmark_group("generator");
+    generation
+        .sample_size(10)
+        .throughput(Throughput::Elements(profiles));
+    generation.bench_function(format!("generate/{profiles}_profiles_2_threads"), |b| {
+        b.iter(|| {
+            let out = tempfile::tempdir().expect("tempdir");
+            black_box(generate(&config, out.path(), &|| {}).expect("generate"))
+        })
+    });
+    generation.finish();
+
+    let mut group = c.benchmark_group("profile_store");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Elements(profiles));
+
+    group.bench_function(
+        format!(
+            "ingest_parsed_rows/{profiles}_profiles_{}_events",
+            manifest.events
+        ),
+        |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let db = tempfile::tempdir().expect("tempdir");
+                    let store = ProfileStore::open(db.path()).expect("open");
+                    let batches: Vec<(String, RecordKind, Vec<Vec<Value>>)> = datasets
+                        .iter()
+                        .map(|(name, kind, rows)| {
+                            (
+                                name.clone(),
+                                *kind,
+                                rows.chunks(STORE_CHUNK_ROWS)
+                                    .map(<[Value]>::to_vec)
+                                    .collect(),
+                            )
+                        })
+                        .collect();
+                    let started = Instant::now();
+                    for (name, kind, chunks) in batches {
+                        for chunk in chunks {
+                            store
+                                .apply_batch(&tenant, &name, kind, chunk)
+                                .expect("apply");
+                        }
+                    }
+                    total += started.elapsed();
+                }
+                total
+            })
+        },
+    );
+
+    group.bench_function(format!("load_files_validated/{profiles}_profiles"), |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let db = tempfile::tempdir().expect("tempdir");
+                let started = Instant::now();
+                load_through_batches(db.path(), &tenant, data.path());
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+
+    let db = tempfile::tempdir().expect("tempdir");
+    let store = load_through_batches(db.path(), &tenant, data.path());
+    let bytes = std::fs::metadata(db.path().join(segmentd::store::profiles::DB_FILE))
+        .expect("db file")
+        .len();
+    println!(
+        "profile_store/disk: {bytes} bytes for {profiles} profiles and {} events = {:.0} bytes/profile",
+        manifest.events,
+        bytes as f64 / profiles as f64
+    );
+
+    group.bench_function(
+        format!("scan_merged_with_events/{profiles}_profiles"),
+        |b| {
+            b.iter(|| {
+                let mut events = 0usize;
+                let stats = store
+                    .scan(&tenant, &MergePolicy::default(), |profile| {
+                        events += profile.events.len()
+                    })
+                    .expect("scan");
+                black_box((stats, events))
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, bench_store);
+criterion_main!(benches);
