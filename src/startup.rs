@@ -17,6 +17,7 @@ use crate::ingest::batch::{IngestJobError, Ingestor};
 use crate::jobs::runner::SegmentJobRunner;
 use crate::sample::rank::RankKey;
 use crate::sample::service::Samples;
+use crate::schedule::runner::ScheduleRunner;
 use crate::store::membership::MembershipStore;
 use crate::store::metadata::{MetadataStore, StoreError};
 use crate::store::profiles::{ProfileStore, ProfileStoreError};
@@ -162,6 +163,15 @@ impl Application {
         let deadline = Duration::from_secs(self.state.settings.http.shutdown_timeout_secs);
         let token = self.shutting_down;
         let workers = tokio::spawn(self.state.segment_jobs.clone().run());
+        let schedule_loop = tokio::spawn(
+            ScheduleRunner::new(
+                self.state.metadata.clone(),
+                self.state.segment_jobs.clone(),
+                self.state.clock.clone(),
+                token.clone(),
+            )
+            .run(),
+        );
         let mut sample_jobs = self
             .state
             .samples
@@ -191,6 +201,9 @@ impl Application {
             // The runner stops between chunks once the token is cancelled.
             if let Err(error) = workers.await {
                 tracing::warn!(%error, "segment job runner ended abnormally");
+            }
+            if let Err(error) = schedule_loop.await {
+                tracing::warn!(%error, "schedule loop ended abnormally");
             }
             served
         });

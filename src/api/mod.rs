@@ -16,6 +16,7 @@ pub mod merge_policies;
 pub mod middleware;
 pub mod openapi;
 pub mod preview;
+pub mod schedules;
 pub mod segment_jobs;
 pub mod segments;
 
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(segments::router())
         .merge(preview::router())
         .merge(segment_jobs::router())
+        .merge(schedules::router())
         .merge(import::router(settings.http.upload_limit_bytes))
         .fallback(route_not_found)
         .layer(axum_middleware::from_fn_with_state(

@@ -7,8 +7,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{
-    AppState, access, catalog, collection, health, import, merge_policies, preview, segment_jobs,
-    segments,
+    AppState, access, catalog, collection, health, import, merge_policies, preview, schedules,
+    segment_jobs, segments,
 };
 
 /// The service's API description.
@@ -54,8 +54,13 @@ use crate::api::{
         segment_jobs::segment_jobs_list,
         segment_jobs::segment_jobs_bulk_get,
         segment_jobs::segment_jobs_cancel,
+        schedules::schedules_create,
+        schedules::schedules_get,
+        schedules::schedules_list,
+        schedules::schedules_patch,
+        schedules::schedules_delete,
     ),
-    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest, preview::CreatePreview)),
+    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest, preview::CreatePreview, crate::schedule::schedules::NewSchedule)),
     modifiers(&SecuritySchemes),
     security(("bearer" = [], "apiKey" = [], "orgId" = [])),
     tags(
@@ -68,6 +73,7 @@ use crate::api::{
         (name = "segment definitions", description = "Segment definitions and PQL conversion"),
         (name = "previews", description = "Previews, estimates and the sample"),
         (name = "segment jobs", description = "Batch evaluation of segment definitions"),
+        (name = "schedules", description = "Scheduled evaluation (Quartz cron)"),
     )
 )]
 pub struct ApiDoc;

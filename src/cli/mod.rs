@@ -1,6 +1,7 @@
 //! The `segmentd` command line: `serve` runs the service; other subcommands are tools around it.
 
 pub mod generate;
+pub mod ingest;
 pub mod pql;
 pub mod serve;
 
@@ -28,6 +29,8 @@ pub enum Command {
     Pql(pql::PqlCommand),
     /// Writes a deterministic demo dataset folder (XDM profiles and events).
     Generate(generate::GenerateArgs),
+    /// Loads a generated folder into a data directory (the service must not be running on it).
+    Ingest(ingest::IngestArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => report(serve::run(args)),
         Command::Pql(command) => pql::run(command),
         Command::Generate(args) => report(generate::run(args)),
+        Command::Ingest(args) => report(ingest::run(args)),
     }
 }
 

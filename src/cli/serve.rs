@@ -32,9 +32,13 @@ pub struct ServeArgs {
     /// Directory for all durable state [key: data_dir; default ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Adds the development client (x-api-key demo, token demo, org demo@AdobeOrg).
+    /// Adds the development client (x-api-key demo, token demo, org demo@AdobeOrg) and, when the data
+    /// directory is empty, generates and loads a demo store for demo@AdobeOrg/prod first.
     #[arg(long)]
     pub demo: bool,
+    /// Profiles in the demo store that --demo loads into an empty data directory.
+    #[arg(long, value_name = "N", default_value_t = DEMO_PROFILES)]
+    pub demo_profiles: u64,
     /// Log format [key: log_format; default text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -156,6 +160,41 @@ impl ServeArgs {
     }
 }
 
+/// Profiles in the demo store.
+pub const DEMO_PROFILES: u64 = 200_000;
+
+/// Generates and loads the demo store when the data directory holds no metadata yet.
+///
+/// The generated files are staged in a temporary folder inside the data directory and removed after
+/// loading; the load goes through the batch path, so the demo data has Catalog datasets and batches.
+fn load_demo_store(data_dir: &std::path::Path, profiles: u64) -> anyhow::Result<()> {
+    if data_dir.join("metadata.sqlite3").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let input = tempfile::Builder::new()
+        .prefix("demo-input-")
+        .tempdir_in(data_dir)
+        .context("creating the demo input folder")?;
+    eprintln!("segmentd: empty data directory; generating a demo store of {profiles} profiles");
+    let config = crate::ingest::generate::GenerateConfig {
+        profiles,
+        seed: 42,
+        // Events end now, so relative-date queries ("in the last 30 days") find demo data.
+        now_ms: chrono::Utc::now().timestamp_millis(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    crate::ingest::generate::generate(&config, input.path(), &|| {})
+        .context("generating demo data")?;
+    crate::cli::ingest::load(
+        input.path(),
+        data_dir,
+        &crate::tenant::Tenant::new("demo@AdobeOrg", "prod"),
+        true,
+    )
+}
+
 /// Loads settings and serves until a shutdown signal.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = Settings::load(args.config.as_deref(), std::env::vars(), args.overrides()?)?;
@@ -163,6 +202,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings.auth.clients.push(ClientConfig::demo());
     }
     crate::telemetry::init(settings.log_format);
+    if args.demo {
+        load_demo_store(&settings.data_dir, args.demo_profiles)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

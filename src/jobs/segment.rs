@@ -253,7 +253,7 @@ fn snapshot(definition: &SegmentDefinition) -> JobSegment {
     }
 }
 
-/// Validates a request and stores a new job in `QUEUED` state.
+/// Validates a request and stores a new job in `QUEUED` state, in one transaction.
 pub fn create_blocking(
     connection: &mut rusqlite::Connection,
     tenant: &Tenant,
@@ -262,7 +262,20 @@ pub fn create_blocking(
     now_ms: i64,
 ) -> Result<SegmentJob, JobErrorKind> {
     let transaction = connection.transaction()?;
-    let all = definitions::list_blocking(&transaction, tenant)
+    let job = create_in(&transaction, tenant, selection, origin, now_ms)?;
+    transaction.commit()?;
+    Ok(job)
+}
+
+/// Validates a request and stores a new job in `QUEUED` state inside the caller's transaction.
+pub fn create_in(
+    transaction: &rusqlite::Connection,
+    tenant: &Tenant,
+    selection: JobSelection,
+    origin: JobOrigin,
+    now_ms: i64,
+) -> Result<SegmentJob, JobErrorKind> {
+    let all = definitions::list_blocking(transaction, tenant)
         .map_err(|error| JobErrorKind::Invalid(error.to_string()))?;
     let chosen: Vec<&SegmentDefinition> = match &selection {
         JobSelection::All => all
@@ -332,8 +345,7 @@ pub fn create_blocking(
         update_epoch: now_ms / 1000,
         id,
     };
-    write(&transaction, tenant, &job)?;
-    transaction.commit()?;
+    write(transaction, tenant, &job)?;
     Ok(job)
 }
 

@@ -4,3 +4,5 @@
 //!   IANA time zone and the "at most once every 24 hours" check.
 
 pub mod cron;
+pub mod runner;
+pub mod schedules;

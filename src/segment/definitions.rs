@@ -513,6 +513,13 @@ pub fn delete_blocking(
             dependents.join(", ")
         )));
     }
+    let schedules = crate::schedule::schedules::naming_segment_blocking(&transaction, tenant, id)?;
+    if !schedules.is_empty() {
+        return Err(DefinitionError::InUse(format!(
+            "segment definition {id} cannot be deleted: schedule {} evaluates it",
+            schedules.join(", ")
+        )));
+    }
     transaction.execute(
         "DELETE FROM segment_definitions WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
         params![tenant.org_id, tenant.sandbox, id],

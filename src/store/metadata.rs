@@ -67,6 +67,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org_id, sandbox, id)
     ) WITHOUT ROWID;
     CREATE INDEX segment_jobs_by_status ON segment_jobs (status, created_ms);",
+    // 6: schedules.
+    "CREATE TABLE schedules (
+        org_id TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        id TEXT NOT NULL,
+        created_s INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (org_id, sandbox, id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Why a metadata store call failed.

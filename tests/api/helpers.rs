@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use reqwest::{Method, RequestBuilder, Response};
+use segmentd::clock::{Clock, SystemClock};
 use segmentd::config::{ClientConfig, Settings};
 use segmentd::startup::Application;
 use tempfile::TempDir;
@@ -47,22 +48,30 @@ pub struct TestApp {
     /// An HTTP client.
     pub http: reqwest::Client,
     data_dir: Arc<TempDir>,
+    clock: Arc<dyn Clock>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
 
 /// Starts a server on a fresh data directory.
 pub async fn spawn_app() -> TestApp {
-    start(Arc::new(tempfile::tempdir().expect("temp dir"))).await
+    spawn_app_with_clock(Arc::new(SystemClock)).await
 }
 
-async fn start(data_dir: Arc<TempDir>) -> TestApp {
+/// Starts a server on a fresh data directory with an injected clock.
+pub async fn spawn_app_with_clock(clock: Arc<dyn Clock>) -> TestApp {
+    start(Arc::new(tempfile::tempdir().expect("temp dir")), clock).await
+}
+
+async fn start(data_dir: Arc<TempDir>, clock: Arc<dyn Clock>) -> TestApp {
     LazyLock::force(&TRACING);
     let mut settings = Settings::load(None, [], toml::Table::new()).expect("default settings");
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.data_dir = data_dir.path().to_owned();
     settings.auth.clients = vec![client_a(), client_b()];
-    let application = Application::build(settings).await.expect("server builds");
+    let application = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("server builds");
     let addr = application.local_addr();
     let (shutdown, signal) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -77,6 +86,7 @@ async fn start(data_dir: Arc<TempDir>) -> TestApp {
         addr,
         http: reqwest::Client::new(),
         data_dir,
+        clock,
         shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -91,7 +101,7 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same data directory.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
-        start(self.data_dir.clone()).await
+        start(self.data_dir.clone(), self.clock.clone()).await
     }
 
     async fn stop(&mut self) {

@@ -12,5 +12,6 @@ mod previews;
 mod process;
 mod pql_vectors;
 mod profiles;
+mod schedules;
 mod segment_jobs;
 mod segments;
