@@ -31,12 +31,13 @@ pub struct IngestArgs {
     pub sandbox: String,
 }
 
-/// Loads `dir` into `data_dir` for a tenant, printing progress and a summary.
+/// Loads `dir` into `data_dir` for a tenant, showing progress and writing a summary to `report`.
 pub fn load(
     dir: &Path,
     data_dir: &Path,
     tenant: &Tenant,
     show_progress: bool,
+    report: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -89,7 +90,8 @@ pub fn load(
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let count = profiles.profile_count(tenant)?;
-    println!(
+    writeln!(
+        report,
         "ingested {} into {} for {}/{}: {count} merged profiles, {} events in {seconds:.1} s ({:.0} profiles/s)",
         dir.display(),
         data_dir.display(),
@@ -97,9 +99,9 @@ pub fn load(
         tenant.sandbox,
         manifest.events,
         count as f64 / seconds
-    );
+    )?;
     for line in lines {
-        println!("{line}");
+        writeln!(report, "{line}")?;
     }
     Ok(())
 }
@@ -111,5 +113,6 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         &args.data_dir,
         &Tenant::new(args.org, args.sandbox),
         true,
+        &mut std::io::stdout(),
     )
 }

@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// directory is empty, generates and loads a demo store for demo@AdobeOrg/prod first.
     #[arg(long)]
     pub demo: bool,
-    /// Profiles in the demo store that --demo loads into an empty data directory.
+    /// Profiles in the demo store that --demo loads into an empty data directory (0: none).
     #[arg(long, value_name = "N", default_value_t = DEMO_PROFILES)]
     pub demo_profiles: u64,
     /// Log format [key: log_format; default text].
@@ -168,7 +168,7 @@ pub const DEMO_PROFILES: u64 = 200_000;
 /// The generated files are staged in a temporary folder inside the data directory and removed after
 /// loading; the load goes through the batch path, so the demo data has Catalog datasets and batches.
 fn load_demo_store(data_dir: &std::path::Path, profiles: u64) -> anyhow::Result<()> {
-    if data_dir.join("metadata.sqlite3").exists() {
+    if profiles == 0 || data_dir.join("metadata.sqlite3").exists() {
         return Ok(());
     }
     std::fs::create_dir_all(data_dir)
@@ -187,11 +187,13 @@ fn load_demo_store(data_dir: &std::path::Path, profiles: u64) -> anyhow::Result<
     };
     crate::ingest::generate::generate(&config, input.path(), &|| {})
         .context("generating demo data")?;
+    // Stdout carries only the ready line scripts wait for; the load summary goes to stderr.
     crate::cli::ingest::load(
         input.path(),
         data_dir,
         &crate::tenant::Tenant::new("demo@AdobeOrg", "prod"),
         true,
+        &mut std::io::stderr(),
     )
 }
 

@@ -337,3 +337,44 @@ async fn a_segment_job_interrupted_by_kill_9_runs_again_after_restart() {
     }
     panic!("the interrupted job ended {status}, not SUCCEEDED");
 }
+
+#[tokio::test]
+async fn serve_demo_loads_a_demo_store_into_an_empty_data_directory_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = ServerProcess::start_with_demo_profiles(dir.path(), 2_000);
+    let status = json(
+        server
+            .demo_request(&http, Method::GET, "/data/core/ups/previewsamplestatus")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status["storeSize"], 2_000, "{status}");
+    let datasets = json(
+        server
+            .demo_request(&http, Method::GET, "/data/foundation/catalog/dataSets")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        datasets.as_object().unwrap().len(),
+        3,
+        "the demo data came in through Catalog datasets"
+    );
+    server.kill_hard();
+    // A second start finds data and loads nothing more.
+    let server = ServerProcess::start_with_demo_profiles(dir.path(), 2_000);
+    let datasets = json(
+        server
+            .demo_request(&http, Method::GET, "/data/foundation/catalog/dataSets")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(datasets.as_object().unwrap().len(), 3);
+}

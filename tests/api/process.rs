@@ -13,10 +13,24 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `segmentd serve --demo` on a free port with `data_dir`, and waits for its ready line.
+    /// Starts `segmentd serve --demo` (without demo data) on a free port with `data_dir`, and waits for
+    /// its ready line.
     pub fn start(data_dir: &Path) -> ServerProcess {
+        Self::start_with_demo_profiles(data_dir, 0)
+    }
+
+    /// Starts `segmentd serve --demo --demo-profiles N`: an empty data directory gets a demo store.
+    pub fn start_with_demo_profiles(data_dir: &Path, profiles: u64) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_segmentd"))
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--demo",
+                "--demo-profiles",
+                &profiles.to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
