@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod estimate;
+pub mod export;
 pub mod ingest;
 pub mod jobs;
 pub mod pql;

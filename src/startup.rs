@@ -13,6 +13,7 @@ use crate::api::{self, AppState, auth::Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::estimate::preview::PreviewJobs;
+use crate::export::runner::ExportRunner;
 use crate::ingest::batch::{IngestJobError, Ingestor};
 use crate::jobs::runner::SegmentJobRunner;
 use crate::sample::rank::RankKey;
@@ -45,6 +46,9 @@ pub enum StartupError {
     /// Interrupted segment jobs could not be queued again.
     #[error("cannot recover segment jobs: {0}")]
     Jobs(#[from] crate::jobs::segment::JobErrorKind),
+    /// Interrupted export jobs could not be restarted.
+    #[error("cannot restart export jobs: {0}")]
+    Exports(#[from] crate::export::jobs::ExportJobError),
     /// Unfinished batches could not be resumed.
     #[error("cannot resume unfinished batches: {0}")]
     Recovery(#[from] IngestJobError),
@@ -103,10 +107,18 @@ impl Application {
             .await
             .map_err(|error| StoreError::Task(error.to_string()))??;
         let shutting_down = CancellationToken::new();
+        let memberships = Arc::new(memberships);
+        let exports = ExportRunner::new(
+            metadata.clone(),
+            ingestor.profiles().clone(),
+            memberships.clone(),
+            settings.data_dir.clone(),
+            clock.clone(),
+        );
         let segment_jobs = SegmentJobRunner::new(
             metadata.clone(),
             ingestor.profiles().clone(),
-            Arc::new(memberships),
+            memberships,
             clock.clone(),
             shutting_down.clone(),
         );
@@ -130,7 +142,13 @@ impl Application {
             rank_key,
             clock.clone(),
         ));
+        // Exports a crash interrupted run again (their batches were never published).
+        let restarted = exports.recover().await?;
+        if restarted > 0 {
+            tracing::info!(restarted, "restarted interrupted export jobs");
+        }
         let state = AppState {
+            exports,
             ingestor,
             segment_jobs,
             samples,

@@ -77,6 +77,8 @@ error_codes! {
     RequestTimeout => ("UPAPI", 113007, REQUEST_TIMEOUT);
     /// The resource's state forbids the operation (e.g. deleting something in use).
     Conflict => ("UPAPI", 113631, CONFLICT);
+    /// The requested byte range lies outside the file.
+    RangeNotSatisfiable => ("UPAPI", 113014, RANGE_NOT_SATISFIABLE);
     /// The request body is larger than the configured limit.
     PayloadTooLarge => ("UPAPI", 113008, PAYLOAD_TOO_LARGE);
     /// A resource with the same unique name exists.

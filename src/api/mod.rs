@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod collection;
 pub mod error;
+pub mod exports;
 pub mod extract;
 pub mod health;
 pub mod import;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub previews: Arc<crate::estimate::preview::PreviewJobs>,
     /// The segment job runner (queue signal, cancellation, memberships).
     pub segment_jobs: crate::jobs::runner::SegmentJobRunner,
+    /// Export jobs.
+    pub exports: crate::export::runner::ExportRunner,
     /// The source of "now".
     pub clock: Arc<dyn Clock>,
 }
@@ -67,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(preview::router())
         .merge(segment_jobs::router())
         .merge(schedules::router())
+        .merge(exports::router())
         .merge(import::router(settings.http.upload_limit_bytes))
         .fallback(route_not_found)
         .layer(axum_middleware::from_fn_with_state(

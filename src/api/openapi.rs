@@ -7,8 +7,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{
-    AppState, access, catalog, collection, health, import, merge_policies, preview, schedules,
-    segment_jobs, segments,
+    AppState, access, catalog, collection, exports, health, import, merge_policies, preview,
+    schedules, segment_jobs, segments,
 };
 
 /// The service's API description.
@@ -59,8 +59,14 @@ use crate::api::{
         schedules::schedules_list,
         schedules::schedules_patch,
         schedules::schedules_delete,
+        exports::export_jobs_create,
+        exports::export_jobs_get,
+        exports::export_jobs_list,
+        exports::export_jobs_delete,
+        exports::batch_files_list,
+        exports::files_get,
     ),
-    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest, preview::CreatePreview, crate::schedule::schedules::NewSchedule)),
+    components(schemas(crate::catalog::datasets::NewDataset, crate::catalog::datasets::Dataset, crate::catalog::datasets::SchemaRef, crate::catalog::batches::Batch, import::CreateBatchRequest, import::RequestedFormat, collection::MessageBatch, crate::profile::policies::MergePolicySpec, crate::profile::policies::MergePolicyResource, merge_policies::BulkGetRequest, crate::segment::definitions::DefinitionRequest, crate::segment::definitions::SegmentDefinition, segments::DefinitionBulkGet, segments::ConversionRequest, preview::CreatePreview, crate::schedule::schedules::NewSchedule, crate::export::jobs::NewExportJob)),
     modifiers(&SecuritySchemes),
     security(("bearer" = [], "apiKey" = [], "orgId" = [])),
     tags(
@@ -74,6 +80,8 @@ use crate::api::{
         (name = "previews", description = "Previews, estimates and the sample"),
         (name = "segment jobs", description = "Batch evaluation of segment definitions"),
         (name = "schedules", description = "Scheduled evaluation (Quartz cron)"),
+        (name = "exports", description = "Export jobs to Parquet datasets"),
+        (name = "data access", description = "Reading exported batches"),
     )
 )]
 pub struct ApiDoc;

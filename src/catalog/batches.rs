@@ -28,6 +28,8 @@ pub enum BatchStatus {
     Failed,
     /// Cancelled by the client before completion.
     Aborted,
+    /// Was `success`, then superseded (a newer export of the same segments replaced it).
+    Inactive,
 }
 
 /// The input format of a batch's files.
@@ -295,14 +297,27 @@ pub fn transition_blocking(
     change: impl FnOnce(&mut Batch),
 ) -> Result<Transition, StoreError> {
     let transaction = connection.transaction()?;
-    let Some(mut batch) = get_batch_blocking(&transaction, tenant, id)? else {
+    let outcome = transition_in(&transaction, tenant, id, allowed, change)?;
+    transaction.commit()?;
+    Ok(outcome)
+}
+
+/// Applies `change` to the batch if `allowed` accepts its state, inside the caller's transaction.
+pub fn transition_in(
+    connection: &rusqlite::Connection,
+    tenant: &Tenant,
+    id: &str,
+    allowed: impl FnOnce(BatchStatus) -> bool,
+    change: impl FnOnce(&mut Batch),
+) -> Result<Transition, StoreError> {
+    let Some(mut batch) = get_batch_blocking(connection, tenant, id)? else {
         return Ok(Transition::NotFound);
     };
     if !allowed(batch.status) {
         return Ok(Transition::WrongState(batch));
     }
     change(&mut batch);
-    transaction.execute(
+    connection.execute(
         "UPDATE batches SET status = ?4, body = ?5 WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
         params![
             tenant.org_id,
@@ -312,7 +327,6 @@ pub fn transition_blocking(
             serde_json::to_string(&batch)?
         ],
     )?;
-    transaction.commit()?;
     Ok(Transition::Done(batch))
 }
 

@@ -241,7 +241,11 @@ impl Ingestor {
     }
 
     /// Processes a batch in `staging` on the current thread (see [`Ingestor::process`]).
-    pub fn process_blocking(&self, tenant: &Tenant, batch_id: &str) -> Result<Batch, IngestJobError> {
+    pub fn process_blocking(
+        &self,
+        tenant: &Tenant,
+        batch_id: &str,
+    ) -> Result<Batch, IngestJobError> {
         let (batch, dataset) = self.metadata.call_blocking(|connection| {
             let batch = batches::get_batch_blocking(connection, tenant, batch_id)?
                 .ok_or_else(|| StoreError::Task(format!("batch {batch_id} vanished")))?;

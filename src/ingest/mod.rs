@@ -4,7 +4,7 @@
 
 pub mod arrow_json;
 pub mod batch;
-pub mod generate;
 pub mod folder;
+pub mod generate;
 pub mod stream;
 pub mod validate;

@@ -76,6 +76,24 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (org_id, sandbox, id)
     ) WITHOUT ROWID;",
+    // 7: export jobs (numeric ids, as Adobe's) and the batches each export target currently shows.
+    "CREATE TABLE export_jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        org_id TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX export_jobs_by_tenant ON export_jobs (org_id, sandbox, created_ms);
+    CREATE TABLE export_batches (
+        org_id TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        id TEXT NOT NULL,
+        dataset_id TEXT NOT NULL,
+        segments TEXT NOT NULL,
+        PRIMARY KEY (org_id, sandbox, id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Why a metadata store call failed.

@@ -5,6 +5,7 @@ mod auth;
 mod catalog;
 mod durability;
 mod errors;
+mod exports;
 mod helpers;
 mod ingest;
 mod operations;

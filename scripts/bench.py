@@ -1,0 +1,108 @@
+"""Drives a release segmentd over loopback and prints measured figures (see scripts/bench.sh)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BIN = "target/release/segmentd"
+HEADERS = {"x-api-key": "demo", "Authorization": "Bearer demo", "x-gw-ims-org-id": "demo@AdobeOrg",
+           "Content-Type": "application/json"}
+
+
+def call(base, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method, headers=HEADERS)
+    with urllib.request.urlopen(request, timeout=600) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+def timed(label, command):
+    started = time.perf_counter()
+    output = subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    return seconds, output.stdout
+
+
+def preview(base, expression):
+    started = time.perf_counter()
+    created = call(base, "POST", "/data/core/ups/preview", {"predicateExpression": expression})
+    first = None
+    for _ in range(200000):
+        estimate = call(base, "GET", "/data/core/ups/estimate/" + created["previewId"])
+        if first is None and estimate["profilesReadSoFar"] > 0:
+            first = time.perf_counter() - started
+        if estimate["state"] in ("RESULT_READY", "FAILED"):
+            return first, time.perf_counter() - started, estimate, created["previewId"]
+    raise SystemExit("preview did not finish")
+
+
+def main():
+    profiles = int(sys.argv[1])
+    work = tempfile.mkdtemp(prefix="segmentd-bench-")
+    data_in, data_dir = os.path.join(work, "input"), os.path.join(work, "data")
+    try:
+        seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(profiles), "--seed", "7", "--out", data_in])
+        print(f"generate: {profiles} profiles in {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
+        seconds, output = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
+        print(f"ingest (batch path, validation, one transaction per dataset): {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
+        print("  " + output.strip().splitlines()[0])
+        disk = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(data_dir) for name in names)
+        print(f"disk: {disk / profiles:,.0f} bytes/profile ({disk / 1e6:,.0f} MB)")
+
+        server = subprocess.Popen([BIN, "serve", "--demo", "--demo-profiles", "0", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            base = server.stdout.readline().strip().split(" on ")[1]
+            started = time.perf_counter()
+            call(base, "POST", "/data/core/ups/previewsamplestatus")
+            print(f"sample build ({profiles} profiles, whole-store tier): {time.perf_counter() - started:.2f} s")
+            queries = {
+                "attribute": 'person.gender = "male" and homeAddress.countryCode = "US"',
+                "string (case-insensitive)": 'person.name.lastName.startsWith("mi", false)',
+                "event count, 30 days": "xEvent[timestamp occurs < 30 days before now].count() > 0",
+                "two-step chain": 'chain(xEvent, timestamp, [C: WHAT(eventType = "commerce.productListAdds"), D: WHAT(eventType = "commerce.purchases")])',
+            }
+            for label, expression in queries.items():
+                first, ready, estimate, preview_id = preview(base, expression)
+                print(f"preview {label}: first estimate {first * 1000:.0f} ms, RESULT_READY {ready * 1000:.0f} ms, "
+                      f"matched {estimate['profilesMatchedSoFar']} of {estimate['profilesReadSoFar']}")
+            if shutil.which("wrk"):
+                result = subprocess.run(["wrk", "-t2", "-c32", "-d5s", "-H", "x-api-key: demo", "-H", "Authorization: Bearer demo",
+                                         "-H", "x-gw-ims-org-id: demo@AdobeOrg", f"{base}/data/core/ups/estimate/{preview_id}"],
+                                        capture_output=True, text=True, check=True)
+                rate = [line for line in result.stdout.splitlines() if "Requests/sec" in line]
+                print("GET /estimate throughput (wrk -t2 -c32 -d5s): " + (rate[0].split(":")[1].strip() if rate else "n/a") + " req/s")
+            definitions = []
+            for index, expression in enumerate(list(queries.values()) + ['loyalty.tier = "gold"', "loyalty.points > 1000",
+                                                                          'homeAddress.countryCode in ["US", "CA"]',
+                                                                          'person.name.firstName.contains("an")',
+                                                                          "xEvent[commerce.purchases.value > 0].count() >= 2",
+                                                                          'homeAddress.stateProvince = "CA"']):
+                definitions.append(call(base, "POST", "/data/core/ups/segment/definitions", {
+                    "name": f"bench {index}", "schema": {"name": "_xdm.context.profile"},
+                    "expression": {"type": "PQL", "format": "pql/text", "value": expression}})["id"])
+            job = call(base, "POST", "/data/core/ups/segment/jobs", [{"segmentId": id} for id in definitions])
+            started = time.perf_counter()
+            for _ in range(100000):
+                job = call(base, "GET", "/data/core/ups/segment/jobs/" + job["id"])
+                if job["status"] in ("SUCCEEDED", "FAILED"):
+                    break
+                time.sleep(0.05)
+            seconds = time.perf_counter() - started
+            timing = job["metrics"].get("profileSegmentationTime", {}).get("totalTimeInMs", 0) / 1000
+            print(f"segment job, {len(definitions)} definitions: {job['status']} in {seconds:.1f} s "
+                  f"(evaluation {timing:.1f} s = {profiles / max(timing, 1e-9):,.0f} profiles/s)")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

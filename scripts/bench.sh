@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Whole-service benchmark on generated data (loopback only; every loop is bounded).
+#   scripts/bench.sh [PROFILES]      default 200000
+# Prints generation, ingest, disk, preview latency, segment-job and estimate-throughput figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILES="${1:-200000}"
+if ! command -v wrk >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || echo "wrk unavailable: skipping the throughput figure"
+fi
+cargo build --release --quiet
+exec python3 scripts/bench.py "$PROFILES"
