@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::extract::AppQuery;
+use crate::api::extract::{AppQuery, page_limit};
 use crate::profile::{policies, projection, xid};
 use crate::store::profiles::{MergedProfile, ProfileStoreError};
 
@@ -253,13 +253,7 @@ async fn events_get(
             "relatedSchema.name must be {PROFILE_SCHEMA} for events"
         )));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_EVENT_LIMIT);
-    if !(1..=DEFAULT_EVENT_LIMIT).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be between 1 and {DEFAULT_EVENT_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit, DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LIMIT)?;
     let descending = match query.orderby.as_deref() {
         None | Some("timestamp") | Some("+timestamp") => false,
         Some("-timestamp") => true,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::{AppJson, AppPath, AppQuery};
+use crate::api::extract::{AppJson, AppPath, AppQuery, page_limit};
 use crate::catalog::batches::{self, Batch};
 use crate::catalog::datasets::{self as catalog, Dataset, NewDataset};
 
@@ -88,13 +88,7 @@ pub async fn datasets_list(
     scope: RequestScope,
     AppQuery(page): AppQuery<CatalogPage>,
 ) -> ApiResult<Json<serde_json::Map<String, serde_json::Value>>> {
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::new(
-            crate::api::error::ErrorCode::InvalidQuery,
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(page.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let datasets = catalog::list_datasets(
         &state.metadata,
         &scope.tenant,

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::extract::{AppJson, AppPath, AppQuery};
+use crate::api::extract::{AppJson, AppPath, AppQuery, page_limit};
 use crate::catalog::batches::{self, BatchStatus};
 use crate::export::jobs::{self, ExportJob, ExportJobError, ExportStatus, NewExportJob, batch_dir};
 
@@ -117,13 +117,7 @@ pub async fn export_jobs_list(
     scope: RequestScope,
     AppQuery(query): AppQuery<ExportListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     let cursor = match &query.offset {
         None => None,
         Some(offset) => {
@@ -253,13 +247,7 @@ pub async fn batch_files_list(
     AppPath(batch_id): AppPath<String>,
     AppQuery(page): AppQuery<FilePage>,
 ) -> ApiResult<Json<Value>> {
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "limit must be between 1 and 100",
-        ));
-    }
+    let limit = page_limit(page.limit, 100, 100)?;
     let batch = published_batch(&state, &scope, &batch_id).await?;
     let start = page.start.unwrap_or(0);
     let files = batch_files(&state, &batch_id)?;

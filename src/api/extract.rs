@@ -75,3 +75,29 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestScope {
             .ok_or_else(|| ApiError::internal("route is missing the authentication layer"))
     }
 }
+
+/// Returns a list's page size: `requested` or `default`, refused (400) outside `1..=max`.
+pub fn page_limit(requested: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = requested.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be between 1 and {max}"),
+        ))
+    }
+}
+
+/// Most ids one bulk-get may name (`api.md` §1.2, `UPAPI-113015-400`).
+pub const MAX_BULK_IDS: usize = 100;
+
+/// Refuses (400) a bulk-get naming no id or more than [`MAX_BULK_IDS`].
+pub fn check_bulk_size(count: usize) -> Result<(), ApiError> {
+    if count == 0 || count > MAX_BULK_IDS {
+        return Err(ApiError::validation(
+            "The number of requested IDs is invalid. Cannot be 0 or exceed 100.",
+        ));
+    }
+    Ok(())
+}

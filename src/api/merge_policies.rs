@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::extract::{AppJson, AppPath, AppQuery};
+use crate::api::extract::{AppJson, AppPath, AppQuery, check_bulk_size, page_limit};
 use crate::profile::policies::{self, MergePolicyResource, MergePolicySpec, PolicyError};
 
 const BASE: &str = "/data/core/ups/config/mergePolicies";
@@ -113,13 +113,7 @@ pub async fn merge_policies_list(
     scope: RequestScope,
     AppQuery(query): AppQuery<PolicyListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "limit must be between 1 and 100",
-        ));
-    }
+    let limit = page_limit(query.limit, 20, 100)?;
     let start: usize = match &query.start {
         None => 0,
         Some(cursor) => cursor.parse().map_err(|_| {
@@ -351,11 +345,7 @@ pub async fn merge_policies_bulk_get(
     scope: RequestScope,
     AppJson(request): AppJson<BulkGetRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    if request.ids.is_empty() || request.ids.len() > 100 {
-        return Err(ApiError::validation(
-            "The number of requested IDs is invalid. Cannot be 0 or exceed 100.",
-        ));
-    }
+    check_bulk_size(request.ids.len())?;
     let tenant = scope.tenant;
     let all = state
         .metadata

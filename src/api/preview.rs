@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::extract::{AppJson, AppPath, AppQuery};
+use crate::api::extract::{AppJson, AppPath, AppQuery, page_limit};
 use crate::estimate::preview::{NewPreview, PreviewError, PreviewJob};
 use crate::pql::{self, PqlFormat};
 use crate::sample::service::SampleError;
@@ -238,13 +238,7 @@ pub async fn previews_get(
     AppQuery(page): AppQuery<PreviewPage>,
 ) -> ApiResult<Json<Value>> {
     let job = find(&state, &scope, &id, "preview")?;
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=DEFAULT_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be between 1 and {DEFAULT_PAGE}"),
-        ));
-    }
+    let limit = page_limit(page.limit, DEFAULT_PAGE, DEFAULT_PAGE)?;
     let offset = page.offset.unwrap_or(0);
     let state_now = job.progress().state;
     let (indexes, total) = job.matches_page(offset, limit);

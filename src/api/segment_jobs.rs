@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::extract::{AppJson, AppPath, AppQuery};
+use crate::api::extract::{AppJson, AppPath, AppQuery, check_bulk_size, page_limit};
 use crate::jobs::segment::{self, JobErrorKind, JobOrigin, JobSelection, JobStatus, SegmentJob};
 
 const BASE: &str = "/data/core/ups/segment/jobs";
@@ -185,13 +185,7 @@ pub async fn segment_jobs_list(
     scope: RequestScope,
     AppQuery(query): AppQuery<JobListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     let status = match &query.status {
         None => None,
         Some(name) => Some(JobStatus::parse(name).ok_or_else(|| {
@@ -261,11 +255,7 @@ pub async fn segment_jobs_bulk_get(
     scope: RequestScope,
     AppJson(request): AppJson<crate::api::merge_policies::BulkGetRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    if request.ids.is_empty() || request.ids.len() > 100 {
-        return Err(ApiError::validation(
-            "The number of requested IDs is invalid. Cannot be 0 or exceed 100.",
-        ));
-    }
+    check_bulk_size(request.ids.len())?;
     let tenant = scope.tenant;
     let jobs = state
         .metadata

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::extract::{AppJson, AppPath, AppQuery};
+use crate::api::extract::{AppJson, AppPath, AppQuery, check_bulk_size, page_limit};
 use crate::pql::{self, PqlErrors, PqlFormat};
 use crate::profile::policies::SandboxInfo;
 use crate::segment::definitions::{
@@ -204,13 +204,7 @@ pub async fn definitions_list(
     scope: RequestScope,
     AppQuery(query): AppQuery<DefinitionListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     let (sort_field, descending) = parse_sort(query.sort.as_deref())?;
     let tenant = scope.tenant;
     let mut all = state
@@ -296,11 +290,7 @@ pub async fn definitions_bulk_get(
     scope: RequestScope,
     AppJson(request): AppJson<DefinitionBulkGet>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    if request.ids.is_empty() || request.ids.len() > 100 {
-        return Err(ApiError::validation(
-            "The number of requested IDs is invalid. Cannot be 0 or exceed 100.",
-        ));
-    }
+    check_bulk_size(request.ids.len())?;
     let tenant = scope.tenant;
     let all = state
         .metadata
