@@ -46,7 +46,9 @@ def main():
     work = tempfile.mkdtemp(prefix="segmentd-bench-")
     data_in, data_dir = os.path.join(work, "input"), os.path.join(work, "data")
     try:
-        seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(profiles), "--seed", "7", "--out", data_in])
+        # Events end now, so relative-date predicates ("in the last 30 days") match generated data.
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(profiles), "--seed", "7", "--out", data_in, "--now", now])
         print(f"generate: {profiles} profiles in {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
         seconds, output = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
         print(f"ingest (batch path, validation, one transaction per dataset): {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
