@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the Python tools some tests use to check our
-# output with independent readers (an OpenAPI validator), then runs cargo's tests.
+# output with independent readers (an OpenAPI validator, pyarrow), then runs cargo's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
