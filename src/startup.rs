@@ -185,6 +185,7 @@ impl Application {
             ScheduleRunner::new(
                 self.state.metadata.clone(),
                 self.state.segment_jobs.clone(),
+                self.state.exports.clone(),
                 self.state.clock.clone(),
                 token.clone(),
             )

@@ -38,9 +38,6 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::TooManyPolicies(_) => {
                 ApiError::new(ErrorCode::Unprocessable, error.to_string())
             }
-            ScheduleError::ExportNotImplemented => {
-                ApiError::not_implemented("A schedule of type export")
-            }
             ScheduleError::NotFound(id) => ApiError::not_found("schedule", &id),
             ScheduleError::Store(error) => error.into(),
         }
@@ -50,7 +47,7 @@ impl From<ScheduleError> for ApiError {
 /// Creates a schedule (200); inactive unless `state: active`.
 #[utoipa::path(post, path = "/data/core/ups/config/schedules", tag = "schedules", request_body = NewSchedule,
     responses((status = 200, description = "Created"), (status = 400, description = "Invalid"), (status = 409, description = "One schedule per sandbox"),
-        (status = 422, description = "Too many merge policies"), (status = 501, description = "Export schedules")))]
+        (status = 422, description = "Too many merge policies")))]
 pub async fn schedules_create(
     State(state): State<AppState>,
     scope: RequestScope,

@@ -254,9 +254,22 @@ fn parse_time(text: &str, what: &str) -> Result<DateTime<Utc>, ExportJobError> {
         })
 }
 
-/// Validates a request and stores the job (`NEW`).
+/// Validates a request and stores the job (`NEW`), in one transaction.
 pub fn create_blocking(
     connection: &mut rusqlite::Connection,
+    tenant: &Tenant,
+    request: NewExportJob,
+    now_ms: i64,
+) -> Result<ExportJob, ExportJobError> {
+    let transaction = connection.transaction()?;
+    let job = create_in(&transaction, tenant, request, now_ms)?;
+    transaction.commit()?;
+    Ok(job)
+}
+
+/// Validates a request and stores the job (`NEW`) inside the caller's transaction.
+pub fn create_in(
+    transaction: &rusqlite::Connection,
     tenant: &Tenant,
     request: NewExportJob,
     now_ms: i64,
@@ -288,9 +301,8 @@ pub fn create_blocking(
             }
         }
     }
-    let transaction = connection.transaction()?;
     let dataset =
-        datasets::get_dataset_blocking(&transaction, tenant, &request.destination.dataset_id)?
+        datasets::get_dataset_blocking(transaction, tenant, &request.destination.dataset_id)?
             .ok_or_else(|| {
                 ExportJobError::Invalid(format!(
                     "destination dataset {} does not exist",
@@ -391,8 +403,7 @@ pub fn create_blocking(
         creation_time: now_ms,
         update_time: now_ms,
     };
-    write(&transaction, tenant, &job)?;
-    transaction.commit()?;
+    write(transaction, tenant, &job)?;
     Ok(job)
 }
 

@@ -1,8 +1,8 @@
 //! Schedules (`api.md` §6): stored definitions of when to run segment jobs, with the classic rules
 //! enforced at write time.
 //!
-//! Rules (each refusal names it): at most one schedule per organization and sandbox
-//! ([`ScheduleError::OnePerSandbox`], 409); the cron expression fires at most once in any 24 hours
+//! Rules (each refusal names it): at most one `batch_segmentation` schedule per organization and
+//! sandbox ([`ScheduleError::OnePerSandbox`], 409); the cron expression fires at most once in any 24 hours
 //! (400); scheduled evaluation needs at most five merge policies in the sandbox (422). Cron text is
 //! Quartz, validated and normalised by [`QuartzCron`]; times are UTC unless the schedule stores an
 //! IANA `timeZone` (a segmentd extension), in which case daylight-saving changes are followed.
@@ -39,7 +39,7 @@ pub enum ScheduleState {
 pub enum ScheduleType {
     /// A segment job over `properties.segments`.
     BatchSegmentation,
-    /// An export job (not implemented yet: refused at create with 501).
+    /// An export job with the parameters in `properties` (the body of `POST /export/jobs`).
     Export,
 }
 
@@ -117,9 +117,6 @@ pub enum ScheduleError {
         "scheduled evaluation needs at most {MAX_SCHEDULED_POLICIES} merge policies in the sandbox; it has {0}"
     )]
     TooManyPolicies(usize),
-    /// Export schedules are not implemented.
-    #[error("export schedules are not implemented by segmentd yet")]
-    ExportNotImplemented,
     /// No such schedule.
     #[error("schedule {0} not found")]
     NotFound(String),
@@ -159,10 +156,16 @@ pub fn check_timing(
     Ok((parsed, zone))
 }
 
-/// Checks `properties.segments`: `["*"]` or definition ids (strings).
+/// Checks `properties`: for `batch_segmentation`, `segments` is `["*"]` or definition ids; for
+/// `export`, the properties are an export job request (validated fully again at each fire time, since
+/// datasets and definitions may change in between).
 fn check_properties(schedule_type: ScheduleType, properties: &Value) -> Result<(), ScheduleError> {
     if schedule_type == ScheduleType::Export {
-        return Err(ScheduleError::ExportNotImplemented);
+        return serde_json::from_value::<crate::export::jobs::NewExportJob>(properties.clone())
+            .map(drop)
+            .map_err(|error| {
+                ScheduleError::Invalid(format!("properties must be an export job request: {error}"))
+            });
     }
     let segments = properties
         .get("segments")
@@ -296,8 +299,12 @@ pub fn create_blocking(
         &time_zone,
     )?;
     let transaction = connection.transaction()?;
-    if let Some(existing) = list_blocking(&transaction, tenant)?.first() {
-        return Err(ScheduleError::OnePerSandbox(existing.id.clone()));
+    // The one-per-sandbox rule is the classic batch segmentation schedule's (`api.md` §6).
+    let classic = list_blocking(&transaction, tenant)?
+        .into_iter()
+        .find(|existing| existing.schedule_type == ScheduleType::BatchSegmentation);
+    if let (ScheduleType::BatchSegmentation, Some(existing)) = (request.schedule_type, classic) {
+        return Err(ScheduleError::OnePerSandbox(existing.id));
     }
     check_policy_count(&transaction, tenant)?;
     let schedule = Schedule {

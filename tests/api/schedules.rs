@@ -139,11 +139,15 @@ async fn schedules_enforce_the_rules_and_patch_atomically() {
     assert_envelope(bad_weekday, 400).await;
     let export = app
         .request(Method::POST, SCHEDULES)
-        .json(&json!({"name": "e", "type": "export", "properties": {}}))
+        .json(&json!({"name": "e", "type": "export", "properties": {"schema": {"name": "_xdm.context.profile"}}}))
         .send()
         .await
         .unwrap();
-    assert_envelope(export, 501).await;
+    let envelope = assert_envelope(export, 400).await;
+    assert!(
+        envelope["title"].as_str().unwrap().contains("destination"),
+        "{envelope}"
+    );
 
     // Quartz numeric weekdays are normalised to names (2 = Monday in Quartz).
     let created = json(
@@ -217,4 +221,59 @@ async fn schedules_enforce_the_rules_and_patch_atomically() {
         404,
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_export_schedule_creates_export_jobs_at_its_time() {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap(),
+    ));
+    let app = spawn_app_with_clock(clock.clone()).await;
+    let target = json(
+        app.request(Method::POST, "/data/foundation/catalog/dataSets")
+            .json(&json!({"name": "audience", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile__union"}, "fileDescription": {"persisted": true}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await[0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("@/dataSets/")
+        .to_owned();
+    let created = app
+        .request(Method::POST, SCHEDULES)
+        .json(&json!({"name": "daily export", "type": "export", "schedule": "0 0 3 * * ?", "state": "active",
+                      "properties": {"destination": {"datasetId": target}, "schema": {"name": "_xdm.context.profile"}, "filter": {"emptyProfiles": true}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    // A classic schedule may still be created beside an export schedule.
+    let classic = app
+        .request(Method::POST, SCHEDULES)
+        .json(&json!({"name": "classic", "type": "batch_segmentation", "properties": {"segments": ["*"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(classic.status(), 200);
+
+    clock.advance(chrono::Duration::hours(3));
+    let mut records = Vec::new();
+    for _ in 0..200 {
+        let listed = json(
+            app.request(Method::GET, "/data/core/ups/export/jobs")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        records = listed["records"].as_array().unwrap().clone();
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(records.len(), 1, "the export schedule fired once at 03:00");
+    assert_eq!(records[0]["destination"]["datasetId"], target.as_str());
 }
