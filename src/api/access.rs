@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::auth::RequestScope;
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::extract::{AppQuery, page_limit};
+use crate::api::extract::{AppJson, AppQuery, check_bulk_size, page_limit};
 use crate::profile::{policies, projection, xid};
 use crate::store::profiles::{MergedProfile, ProfileStoreError};
 
@@ -27,7 +27,9 @@ const DEFAULT_EVENT_LIMIT: usize = 1000;
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/data/core/ups/access/entities",
-        get(entities_get).delete(entities_delete),
+        get(entities_get)
+            .post(entities_bulk_get)
+            .delete(entities_delete),
     )
 }
 
@@ -178,21 +180,37 @@ async fn profile_get(
         query.entity_id_ns.as_deref(),
         "entityId",
     )?;
-    let (policy_id, profile) = lookup(
-        state,
-        scope,
-        namespace.clone(),
-        id.clone(),
-        query.merge_policy_id,
-    )
-    .await?;
-    let profile =
-        profile.ok_or_else(|| ApiError::not_found("profile", &format!("{namespace}:{id}")))?;
     let fields = query
         .fields
         .as_deref()
         .map(projection::parse_fields)
         .unwrap_or_default();
+    let (entity_id, entry) = profile_entry(
+        state,
+        scope,
+        namespace.clone(),
+        id.clone(),
+        query.merge_policy_id,
+        &fields,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("profile", &format!("{namespace}:{id}")))?;
+    Ok(Json(json!({ entity_id: entry })))
+}
+
+/// Looks up one identity and renders its merged profile as Profile Access does; None when unknown.
+async fn profile_entry(
+    state: &AppState,
+    scope: &RequestScope,
+    namespace: String,
+    id: String,
+    merge_policy_id: Option<String>,
+    fields: &[String],
+) -> ApiResult<Option<(String, Value)>> {
+    let (policy_id, profile) = lookup(state, scope, namespace, id, merge_policy_id).await?;
+    let Some(profile) = profile else {
+        return Ok(None);
+    };
     let entity_id = profile_xid(&profile);
     let identity_graph: Vec<String> = profile
         .identities
@@ -210,7 +228,7 @@ async fn profile_get(
             entry
         })
         .collect();
-    let mut entity = projection::project(&profile.attributes, &fields);
+    let mut entity = projection::project(&profile.attributes, fields);
     if fields.is_empty() || fields.iter().any(|field| field == "identities") {
         entity["identities"] = Value::Array(identities);
     }
@@ -233,14 +251,93 @@ async fn profile_get(
             entity["segmentMembership"] = json!({crate::jobs::segment::UPS_NAMESPACE: memberships});
         }
     }
-    Ok(Json(json!({
-        entity_id.clone(): {
-            "entityId": entity_id,
-            "mergePolicy": {"id": policy_id},
-            "identityGraph": identity_graph,
-            "entity": entity,
+    let entry = json!({
+        "entityId": entity_id,
+        "mergePolicy": {"id": policy_id},
+        "identityGraph": identity_graph,
+        "entity": entity,
+    });
+    Ok(Some((entity_id, entry)))
+}
+
+/// One identity of a bulk lookup: `{entityId, entityIdNS: {code}}` or `{entityId: XID}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkIdentity {
+    /// The identity value or XID.
+    pub entity_id: String,
+    /// `{code}` of the namespace; absent for an XID.
+    #[serde(rename = "entityIdNS", default)]
+    #[schema(value_type = Option<Object>)]
+    pub entity_id_ns: Option<Value>,
+}
+
+/// The body of `POST /access/entities` (profiles; `ingest-api.md` §7.2).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkLookup {
+    /// `{name: "_xdm.context.profile"}`.
+    #[serde(rename = "schema")]
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// The identities, 1 to 100.
+    pub identities: Vec<BulkIdentity>,
+    /// Dotted paths to return.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// The merge policy.
+    #[serde(default)]
+    pub merge_policy_id: Option<String>,
+    /// Accepted for compatibility; segmentd has no computed attributes yet.
+    #[serde(rename = "withCA", default)]
+    pub with_ca: Option<bool>,
+}
+
+/// Looks up several profiles; an unknown identity comes back as an empty entity, as Adobe does.
+#[utoipa::path(post, path = "/data/core/ups/access/entities", tag = "profile access", request_body = BulkLookup,
+    responses((status = 200, description = "Profiles keyed by XID")))]
+pub async fn entities_bulk_get(
+    State(state): State<AppState>,
+    scope: RequestScope,
+    AppJson(request): AppJson<BulkLookup>,
+) -> ApiResult<Json<Value>> {
+    if request.schema.get("name").and_then(Value::as_str) != Some(PROFILE_SCHEMA) {
+        return Err(ApiError::validation(format!(
+            "schema.name must be {PROFILE_SCHEMA}; events are read with GET /access/entities"
+        )));
+    }
+    check_bulk_size(request.identities.len())?;
+    let mut results = serde_json::Map::new();
+    for identity in request.identities {
+        let namespace = identity
+            .entity_id_ns
+            .as_ref()
+            .and_then(|ns| ns.get("code"))
+            .and_then(Value::as_str);
+        let (namespace, id) = identity_of(Some(&identity.entity_id), namespace, "entityId")?;
+        let requested = xid::encode(&namespace, &id);
+        match profile_entry(
+            &state,
+            &scope,
+            namespace,
+            id,
+            request.merge_policy_id.clone(),
+            &request.fields,
+        )
+        .await?
+        {
+            Some((entity_id, entry)) => {
+                results.insert(entity_id, entry);
+            }
+            None => {
+                results.insert(
+                    requested.clone(),
+                    json!({"entityId": requested, "sources": [""], "entity": {}, "lastModifiedAt": "1970-01-01T00:00:00Z"}),
+                );
+            }
         }
-    })))
+    }
+    Ok(Json(Value::Object(results)))
 }
 
 async fn events_get(

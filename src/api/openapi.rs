@@ -36,6 +36,7 @@ use crate::api::{
         merge_policies::merge_policies_bulk_get,
         access::entities_get,
         access::entities_delete,
+        access::entities_bulk_get,
         segments::definitions_create,
         segments::definitions_get,
         segments::definitions_replace,

@@ -484,3 +484,50 @@ async fn events_of_a_profile_page_by_cursor() {
     );
     assert_eq!(window["_links"]["next"]["href"], "");
 }
+
+#[tokio::test]
+async fn bulk_lookup_returns_each_profile_once_and_unknown_identities_empty() {
+    let app = spawn_app().await;
+    ingest_fixture(&app).await;
+    let (ann_xid, _) = lookup(&app, "CRMID", "a1", None).await;
+    let body = json!({"schema": {"name": "_xdm.context.profile"}, "fields": ["person.name"],
+        "identities": [{"entityId": "a1", "entityIdNS": {"code": "CRMID"}}, {"entityId": "111", "entityIdNS": {"code": "Phone"}},
+                       {"entityId": "c1", "entityIdNS": {"code": "CRMID"}}, {"entityId": "nobody", "entityIdNS": {"code": "CRMID"}}]});
+    let found = json(
+        app.request(Method::POST, "/data/core/ups/access/entities")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let found = found.as_object().unwrap();
+    assert_eq!(
+        found.len(),
+        3,
+        "Ann (two identities), Cy and the unknown one: {found:?}"
+    );
+    assert_eq!(
+        found[&ann_xid]["entity"]["person"]["name"]["firstName"],
+        "Annie"
+    );
+    assert!(
+        found[&ann_xid]["entity"].get("homeAddress").is_none(),
+        "fields projection applies"
+    );
+    let unknown = found
+        .values()
+        .find(|entry| entry["entity"] == json!({}))
+        .expect("the unknown identity is listed");
+    assert_eq!(unknown["lastModifiedAt"], "1970-01-01T00:00:00Z");
+    let events = json!({"schema": {"name": "_xdm.context.experienceevent"}, "identities": [{"entityId": "x"}]});
+    assert_envelope(
+        app.request(Method::POST, "/data/core/ups/access/entities")
+            .json(&events)
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+}
