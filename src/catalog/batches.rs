@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -255,14 +255,7 @@ pub fn get_batch_blocking(
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<Batch>, StoreError> {
-    let body: Option<String> = connection
-        .query_row(
-            "SELECT body FROM batches WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-            params![tenant.org_id, tenant.sandbox, id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+    crate::store::metadata::get_document(connection, "batches", tenant, id)
 }
 
 /// Returns the batch with this id in this tenant, if any.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -162,14 +162,7 @@ pub fn get_dataset_blocking(
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<Dataset>, StoreError> {
-    let body: Option<String> = connection
-        .query_row(
-            "SELECT body FROM datasets WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-            params![tenant.org_id, tenant.sandbox, id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+    crate::store::metadata::get_document(connection, "datasets", tenant, id)
 }
 
 /// Returns the dataset with this id in this tenant, if any.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -425,15 +425,7 @@ pub fn get_blocking(
     tenant: &Tenant,
     id: i64,
 ) -> Result<ExportJob, ExportJobError> {
-    let body: Option<String> = connection
-        .query_row(
-            "SELECT body FROM export_jobs WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-            params![tenant.org_id, tenant.sandbox, id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    body.map(|body| serde_json::from_str(&body))
-        .transpose()?
+    crate::store::metadata::get_document(connection, "export_jobs", tenant, id)?
         .ok_or_else(|| ExportJobError::NotFound(id.to_string()))
 }
 
@@ -442,16 +434,12 @@ pub fn list_blocking(
     connection: &rusqlite::Connection,
     tenant: &Tenant,
 ) -> Result<Vec<ExportJob>, ExportJobError> {
-    let mut statement =
-        connection.prepare("SELECT body FROM export_jobs WHERE org_id = ?1 AND sandbox = ?2 ORDER BY created_ms DESC, id DESC")?;
-    let rows = statement.query_map(params![tenant.org_id, tenant.sandbox], |row| {
-        row.get::<_, String>(0)
-    })?;
-    let mut jobs = Vec::new();
-    for body in rows {
-        jobs.push(serde_json::from_str(&body?)?);
-    }
-    Ok(jobs)
+    Ok(crate::store::metadata::list_documents(
+        connection,
+        "export_jobs",
+        tenant,
+        "created_ms DESC, id DESC",
+    )?)
 }
 
 /// Applies `change` to a job in one transaction.

@@ -368,15 +368,7 @@ pub fn get_blocking(
     tenant: &Tenant,
     id: &str,
 ) -> Result<SegmentJob, JobErrorKind> {
-    let body: Option<String> = connection
-        .query_row(
-            "SELECT body FROM segment_jobs WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-            params![tenant.org_id, tenant.sandbox, id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    body.map(|body| serde_json::from_str(&body))
-        .transpose()?
+    crate::store::metadata::get_document(connection, "segment_jobs", tenant, id)?
         .ok_or_else(|| JobErrorKind::NotFound(id.to_owned()))
 }
 
@@ -385,17 +377,12 @@ pub fn list_blocking(
     connection: &rusqlite::Connection,
     tenant: &Tenant,
 ) -> Result<Vec<SegmentJob>, JobErrorKind> {
-    let mut statement = connection.prepare(
-        "SELECT body FROM segment_jobs WHERE org_id = ?1 AND sandbox = ?2 ORDER BY created_ms, id",
-    )?;
-    let rows = statement.query_map(params![tenant.org_id, tenant.sandbox], |row| {
-        row.get::<_, String>(0)
-    })?;
-    let mut jobs = Vec::new();
-    for body in rows {
-        jobs.push(serde_json::from_str(&body?)?);
-    }
-    Ok(jobs)
+    Ok(crate::store::metadata::list_documents(
+        connection,
+        "segment_jobs",
+        tenant,
+        "created_ms, id",
+    )?)
 }
 
 /// Applies `change` to a job in one transaction and returns it.

@@ -8,7 +8,7 @@
 //! When no policy exists the built-in default applies ([`BUILT_IN_DEFAULT_ID`]: timestamp ordered over
 //! the private graph), so every tenant can segment before configuring anything.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -262,14 +262,12 @@ fn load(
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<MergePolicyResource>, PolicyError> {
-    let body: Option<String> = connection
-        .query_row(
-            "SELECT body FROM merge_policies WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-            params![tenant.org_id, tenant.sandbox, id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+    Ok(crate::store::metadata::get_document(
+        connection,
+        "merge_policies",
+        tenant,
+        id,
+    )?)
 }
 
 /// Returns every policy of the tenant, ordered by name then id.
@@ -277,17 +275,12 @@ pub fn list_blocking(
     connection: &rusqlite::Connection,
     tenant: &Tenant,
 ) -> Result<Vec<MergePolicyResource>, PolicyError> {
-    let mut statement = connection.prepare(
-        "SELECT body FROM merge_policies WHERE org_id = ?1 AND sandbox = ?2 ORDER BY name, id",
-    )?;
-    let rows = statement.query_map(params![tenant.org_id, tenant.sandbox], |row| {
-        row.get::<_, String>(0)
-    })?;
-    let mut policies = Vec::new();
-    for body in rows {
-        policies.push(serde_json::from_str(&body?)?);
-    }
-    Ok(policies)
+    Ok(crate::store::metadata::list_documents(
+        connection,
+        "merge_policies",
+        tenant,
+        "name, id",
+    )?)
 }
 
 /// Returns one policy.

@@ -9,7 +9,7 @@
 //! Updates are RFC 6902 JSON Patch limited to `/state` and `/schedule` (and `/timeZone`), applied
 //! atomically: a patch with one bad operation changes nothing.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -188,14 +188,12 @@ fn load(
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<Schedule>, ScheduleError> {
-    let body: Option<String> = connection
-        .query_row(
-            "SELECT body FROM schedules WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-            params![tenant.org_id, tenant.sandbox, id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+    Ok(crate::store::metadata::get_document(
+        connection,
+        "schedules",
+        tenant,
+        id,
+    )?)
 }
 
 /// Returns one schedule.
@@ -212,17 +210,12 @@ pub fn list_blocking(
     connection: &rusqlite::Connection,
     tenant: &Tenant,
 ) -> Result<Vec<Schedule>, ScheduleError> {
-    let mut statement = connection.prepare(
-        "SELECT body FROM schedules WHERE org_id = ?1 AND sandbox = ?2 ORDER BY created_s, id",
-    )?;
-    let rows = statement.query_map(params![tenant.org_id, tenant.sandbox], |row| {
-        row.get::<_, String>(0)
-    })?;
-    let mut schedules = Vec::new();
-    for body in rows {
-        schedules.push(serde_json::from_str(&body?)?);
-    }
-    Ok(schedules)
+    Ok(crate::store::metadata::list_documents(
+        connection,
+        "schedules",
+        tenant,
+        "created_s, id",
+    )?)
 }
 
 /// Returns every active schedule with its tenant (for the runner).

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -295,14 +295,12 @@ fn load(
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<SegmentDefinition>, DefinitionError> {
-    let body: Option<String> = connection
-        .query_row(
-            "SELECT body FROM segment_definitions WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3",
-            params![tenant.org_id, tenant.sandbox, id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+    Ok(crate::store::metadata::get_document(
+        connection,
+        "segment_definitions",
+        tenant,
+        id,
+    )?)
 }
 
 /// Returns one definition.
@@ -319,16 +317,12 @@ pub fn list_blocking(
     connection: &rusqlite::Connection,
     tenant: &Tenant,
 ) -> Result<Vec<SegmentDefinition>, DefinitionError> {
-    let mut statement = connection
-        .prepare("SELECT body FROM segment_definitions WHERE org_id = ?1 AND sandbox = ?2 ORDER BY created_ms, id")?;
-    let rows = statement.query_map(params![tenant.org_id, tenant.sandbox], |row| {
-        row.get::<_, String>(0)
-    })?;
-    let mut definitions = Vec::new();
-    for body in rows {
-        definitions.push(serde_json::from_str(&body?)?);
-    }
-    Ok(definitions)
+    Ok(crate::store::metadata::list_documents(
+        connection,
+        "segment_definitions",
+        tenant,
+        "created_ms, id",
+    )?)
 }
 
 /// Checks references exist and that `id` referencing `references` closes no cycle.

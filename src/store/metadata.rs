@@ -174,6 +174,45 @@ impl MetadataStore {
     }
 }
 
+/// Reads the JSON document of one resource from `table` (every resource table has `org_id`, `sandbox`,
+/// `id` and `body` columns; `table` is always one of ours, never client text).
+pub fn get_document<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    table: &str,
+    tenant: &crate::tenant::Tenant,
+    id: impl rusqlite::ToSql,
+) -> Result<Option<T>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let body: Option<String> = connection
+        .query_row(
+            &format!("SELECT body FROM {table} WHERE org_id = ?1 AND sandbox = ?2 AND id = ?3"),
+            rusqlite::params![tenant.org_id, tenant.sandbox, id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+}
+
+/// Reads every resource document of a tenant from `table`, in `order` (an SQL `ORDER BY` list).
+pub fn list_documents<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    table: &str,
+    tenant: &crate::tenant::Tenant,
+    order: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT body FROM {table} WHERE org_id = ?1 AND sandbox = ?2 ORDER BY {order}"
+    ))?;
+    let rows = statement.query_map(rusqlite::params![tenant.org_id, tenant.sandbox], |row| {
+        row.get::<_, String>(0)
+    })?;
+    let mut documents = Vec::new();
+    for body in rows {
+        documents.push(serde_json::from_str(&body?)?);
+    }
+    Ok(documents)
+}
+
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let applied = usize::try_from(applied).unwrap_or(usize::MAX);

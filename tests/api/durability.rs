@@ -100,6 +100,45 @@ async fn create_profile_dataset(server: &ServerProcess, http: &reqwest::Client) 
         .to_owned()
 }
 
+/// Creates a JSON Lines batch of `rows`, uploads it and completes it; returns the batch id.
+async fn upload_and_complete(
+    server: &ServerProcess,
+    http: &reqwest::Client,
+    dataset: &str,
+    rows: Vec<String>,
+) -> String {
+    let batch = json(
+        server
+            .demo_request(http, Method::POST, "/data/foundation/import/batches")
+            .json(&json!({"datasetId": dataset, "inputFormat": {"format": "json"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    let path =
+        format!("/data/foundation/import/batches/{batch_id}/datasets/{dataset}/files/rows.json");
+    let upload = server
+        .demo_request(http, Method::PUT, &path)
+        .body(rows.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let complete = server
+        .demo_request(
+            http,
+            Method::POST,
+            &format!("/data/foundation/import/batches/{batch_id}?action=COMPLETE"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(complete.status(), 200);
+    batch_id
+}
+
 fn record(crm_id: &str) -> serde_json::Value {
     json!({"identityMap": {"CRMID": [{"id": crm_id, "primary": true}]}, "person": {"name": {"firstName": crm_id}}})
 }
@@ -182,42 +221,10 @@ async fn a_batch_killed_while_processing_is_whole_after_restart() {
     let http = reqwest::Client::new();
     let server = ServerProcess::start(dir.path());
     let dataset = create_profile_dataset(&server, &http).await;
-    let batch = json(
-        server
-            .demo_request(&http, Method::POST, "/data/foundation/import/batches")
-            .json(&json!({"datasetId": dataset, "inputFormat": {"format": "json"}}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let batch_id = batch["id"].as_str().unwrap().to_owned();
     let rows: Vec<String> = (0..20_000)
         .map(|index| record(&format!("b{index}")).to_string())
         .collect();
-    let upload = server
-        .demo_request(
-            &http,
-            Method::PUT,
-            &format!(
-                "/data/foundation/import/batches/{batch_id}/datasets/{dataset}/files/rows.json"
-            ),
-        )
-        .body(rows.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(upload.status(), 201);
-    let complete = server
-        .demo_request(
-            &http,
-            Method::POST,
-            &format!("/data/foundation/import/batches/{batch_id}?action=COMPLETE"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(complete.status(), 200);
+    let batch_id = upload_and_complete(&server, &http, &dataset, rows).await;
     server.kill_hard();
 
     // Start-up finishes the batch before serving: it is whole, never half applied.
@@ -250,40 +257,10 @@ async fn a_segment_job_interrupted_by_kill_9_runs_again_after_restart() {
     let http = reqwest::Client::new();
     let server = ServerProcess::start(dir.path());
     let dataset = create_profile_dataset(&server, &http).await;
-    let batch = json(
-        server
-            .demo_request(&http, Method::POST, "/data/foundation/import/batches")
-            .json(&json!({"datasetId": dataset, "inputFormat": {"format": "json"}}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let batch_id = batch["id"].as_str().unwrap().to_owned();
     let rows: Vec<String> = (0..5_000)
         .map(|index| record(&format!("j{index}")).to_string())
         .collect();
-    server
-        .demo_request(
-            &http,
-            Method::PUT,
-            &format!(
-                "/data/foundation/import/batches/{batch_id}/datasets/{dataset}/files/rows.json"
-            ),
-        )
-        .body(rows.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    server
-        .demo_request(
-            &http,
-            Method::POST,
-            &format!("/data/foundation/import/batches/{batch_id}?action=COMPLETE"),
-        )
-        .send()
-        .await
-        .unwrap();
+    upload_and_complete(&server, &http, &dataset, rows).await;
     let definition = json(
         server
             .demo_request(&http, Method::POST, "/data/core/ups/segment/definitions")
