@@ -483,8 +483,181 @@ fn dependency_order(
     ordered
 }
 
+/// What one profile contributes to an evaluation, owned so it can move to a worker thread.
+struct ProfileWork {
+    xid: String,
+    namespaces: Vec<String>,
+    attributes: Value,
+    /// Events as stored (JSON text): parsed on the worker, not on the scanning thread.
+    events: Vec<String>,
+}
+
+impl ProfileWork {
+    fn from_profile(profile: &crate::store::profiles::MergedProfile) -> Option<Self> {
+        let primary = profile
+            .identities
+            .iter()
+            .find(|identity| identity.primary)
+            .or(profile.identities.first())?;
+        let mut namespaces: Vec<String> = profile
+            .identities
+            .iter()
+            .map(|identity| identity.namespace.clone())
+            .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        Some(Self {
+            xid: xid::encode(&primary.namespace, &primary.id),
+            namespaces,
+            attributes: profile.attributes.clone(),
+            events: profile
+                .events
+                .iter()
+                .map(|event| event.json.clone())
+                .collect(),
+        })
+    }
+}
+
+/// The fixed inputs of evaluating one group of definitions (one merge policy).
+struct GroupContext<'a> {
+    compiled: &'a [(&'a SegmentDefinition, CompiledQuery)],
+    /// Memberships before this group: stored ones, updated by earlier groups of this job.
+    current: &'a HashMap<String, Memberships>,
+    now_ms: i64,
+    now_text: &'a str,
+}
+
+/// Partial results of one worker: counters and changed memberships.
+#[derive(Default)]
+struct Partial {
+    metrics: JobMetrics,
+    updates: HashMap<String, Memberships>,
+}
+
+impl Partial {
+    /// Adds another worker's results (profiles are disjoint between workers).
+    fn absorb(&mut self, other: Partial) {
+        for (segment, count) in other.metrics.segmented_profile_counter {
+            *self
+                .metrics
+                .segmented_profile_counter
+                .entry(segment)
+                .or_default() += count;
+        }
+        for (target, source) in [
+            (
+                &mut self.metrics.segmented_profile_by_namespace_counter,
+                other.metrics.segmented_profile_by_namespace_counter,
+            ),
+            (
+                &mut self.metrics.segmented_profile_by_status_counter,
+                other.metrics.segmented_profile_by_status_counter,
+            ),
+        ] {
+            for (segment, counts) in source {
+                let entry = target.entry(segment).or_default();
+                for (key, count) in counts {
+                    *entry.entry(key).or_default() += count;
+                }
+            }
+        }
+        self.updates.extend(other.updates);
+    }
+}
+
+/// Evaluates every definition of a group for one profile, in dependency order, recording counters
+/// and, when a status changed, the profile's new memberships.
+fn evaluate_profile(work: ProfileWork, context: &GroupContext<'_>, partial: &mut Partial) {
+    // Events whose stored JSON does not parse cannot match anything.
+    let events: Vec<Value> = work
+        .events
+        .iter()
+        .filter_map(|event| serde_json::from_str(event).ok())
+        .collect();
+    let mut memberships = context.current.get(&work.xid).cloned().unwrap_or_default();
+    let mut attributes = work.attributes;
+    let mut changed = false;
+    let metrics = &mut partial.metrics;
+    for (definition, query) in context.compiled {
+        // inSegment sees this job's results for earlier definitions, and stored ones for others.
+        if let Value::Object(object) = &mut attributes {
+            object.insert(
+                "segmentMembership".into(),
+                json!({UPS_NAMESPACE: &memberships}),
+            );
+        }
+        let qualifies =
+            query.matches_at(&pql::JsonProfile::new(&attributes, &events), context.now_ms);
+        let previous = memberships
+            .get(&definition.id)
+            .map(|membership| membership.status);
+        let next = match (previous, qualifies) {
+            (None, false) => None,
+            (Some(MembershipStatus::Exited), false) => Some((MembershipStatus::Exited, false)),
+            (Some(MembershipStatus::Realized), true) => Some((MembershipStatus::Realized, false)),
+            (None | Some(MembershipStatus::Exited), true) => {
+                Some((MembershipStatus::Realized, true))
+            }
+            (Some(MembershipStatus::Realized), false) => Some((MembershipStatus::Exited, true)),
+        };
+        if qualifies {
+            *metrics
+                .segmented_profile_counter
+                .entry(definition.id.clone())
+                .or_default() += 1;
+            let by_namespace = metrics
+                .segmented_profile_by_namespace_counter
+                .entry(definition.id.clone())
+                .or_default();
+            for namespace in &work.namespaces {
+                *by_namespace.entry(namespace.clone()).or_default() += 1;
+            }
+        }
+        match next {
+            Some((status, true)) => {
+                let label = if status == MembershipStatus::Realized {
+                    "realized"
+                } else {
+                    "exited"
+                };
+                *metrics
+                    .segmented_profile_by_status_counter
+                    .entry(definition.id.clone())
+                    .or_default()
+                    .entry(label.into())
+                    .or_default() += 1;
+                memberships.insert(
+                    definition.id.clone(),
+                    Membership {
+                        status,
+                        last_qualification_time: context.now_text.to_owned(),
+                        version: Some(definition.version.to_string()),
+                    },
+                );
+                changed = true;
+            }
+            Some((_, false)) => {
+                if let Some(entry) = memberships.get_mut(&definition.id) {
+                    entry.version = Some(definition.version.to_string());
+                }
+            }
+            None => {}
+        }
+    }
+    if changed {
+        partial.updates.insert(work.xid, memberships);
+    }
+}
+
+/// Profiles handed to a worker at once.
+const CHUNK: usize = 512;
+
 /// Evaluates a job's definitions over the whole store and, unless cancelled, writes the membership
 /// transitions in one transaction.
+///
+/// The scanning thread decodes merged profiles and hands chunks to one worker per core, which parse
+/// events and evaluate; each worker keeps its own counters, merged at the end of the pass.
 pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<EvaluationOutcome, String> {
     let now_text = input.now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let now_ms = input.now.timestamp_millis();
@@ -493,8 +666,9 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
         .memberships
         .all(tenant)
         .map_err(|error| error.to_string())?;
-    let mut updates: HashMap<String, Memberships> = HashMap::new();
+    let mut all_updates: HashMap<String, Memberships> = HashMap::new();
     let mut processed = 0u64;
+    let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
 
     // Group by merge policy: one pass over the store per distinct policy.
     let mut groups: Vec<(MergePolicy, String, Vec<(SegmentDefinition, MergePolicy)>)> = Vec::new();
@@ -525,6 +699,10 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
                 .insert(definition.id.clone(), BTreeMap::new());
         }
     }
+    let mut totals = Partial {
+        metrics,
+        updates: HashMap::new(),
+    };
 
     for (policy, policy_id, members) in &groups {
         let compiled: Vec<(&SegmentDefinition, CompiledQuery)> = members
@@ -536,11 +714,38 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
                 Ok((definition, query))
             })
             .collect::<Result<_, String>>()?;
+        let context = GroupContext {
+            compiled: &compiled,
+            current: &current,
+            now_ms,
+            now_text: &now_text,
+        };
         let mut scanned = 0u64;
         let mut cancelled = false;
-        input
-            .profiles
-            .scan(tenant, policy, |profile| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<ProfileWork>>(workers * 2);
+        let receiver = std::sync::Mutex::new(receiver);
+        let scan_result = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (receiver, context) = (&receiver, &context);
+                    scope.spawn(move || {
+                        let mut partial = Partial::default();
+                        loop {
+                            // The lock is held only to take the next chunk.
+                            let next = receiver
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .recv();
+                            let Ok(chunk) = next else { return partial };
+                            for work in chunk {
+                                evaluate_profile(work, context, &mut partial);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let result = input.profiles.scan(tenant, policy, |profile| {
                 if cancelled {
                     return;
                 }
@@ -553,129 +758,62 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
                         return;
                     }
                 }
-                let Some(primary) = profile
-                    .identities
-                    .iter()
-                    .find(|identity| identity.primary)
-                    .or(profile.identities.first())
-                else {
-                    return;
-                };
-                let profile_xid = xid::encode(&primary.namespace, &primary.id);
-                let mut namespaces: Vec<&str> = profile
-                    .identities
-                    .iter()
-                    .map(|identity| identity.namespace.as_str())
-                    .collect();
-                namespaces.sort_unstable();
-                namespaces.dedup();
-                let events: Vec<Value> = profile
-                    .events
-                    .iter()
-                    .filter_map(|event| event.to_value().ok())
-                    .collect();
-                let mut memberships = updates
-                    .get(&profile_xid)
-                    .cloned()
-                    .or_else(|| current.get(&profile_xid).cloned())
-                    .unwrap_or_default();
-                let mut attributes = profile.attributes.clone();
-                let mut changed = false;
-                for (definition, query) in &compiled {
-                    // inSegment sees this job's results for earlier definitions, and stored ones for others.
-                    if let Value::Object(object) = &mut attributes {
-                        object.insert(
-                            "segmentMembership".into(),
-                            json!({UPS_NAMESPACE: &memberships}),
-                        );
-                    }
-                    let qualifies =
-                        query.matches_at(&pql::JsonProfile::new(&attributes, &events), now_ms);
-                    let previous = memberships
-                        .get(&definition.id)
-                        .map(|membership| membership.status);
-                    let next = match (previous, qualifies) {
-                        (None, false) => None,
-                        (Some(MembershipStatus::Exited), false) => {
-                            Some((MembershipStatus::Exited, false))
-                        }
-                        (Some(MembershipStatus::Realized), true) => {
-                            Some((MembershipStatus::Realized, false))
-                        }
-                        (None | Some(MembershipStatus::Exited), true) => {
-                            Some((MembershipStatus::Realized, true))
-                        }
-                        (Some(MembershipStatus::Realized), false) => {
-                            Some((MembershipStatus::Exited, true))
-                        }
-                    };
-                    if qualifies {
-                        *metrics
-                            .segmented_profile_counter
-                            .entry(definition.id.clone())
-                            .or_default() += 1;
-                        let by_namespace = metrics
-                            .segmented_profile_by_namespace_counter
-                            .entry(definition.id.clone())
-                            .or_default();
-                        for namespace in &namespaces {
-                            *by_namespace.entry((*namespace).to_owned()).or_default() += 1;
-                        }
-                    }
-                    if let Some((status, transition)) = next {
-                        if transition {
-                            let label = if status == MembershipStatus::Realized {
-                                "realized"
-                            } else {
-                                "exited"
-                            };
-                            *metrics
-                                .segmented_profile_by_status_counter
-                                .entry(definition.id.clone())
-                                .or_default()
-                                .entry(label.into())
-                                .or_default() += 1;
-                            memberships.insert(
-                                definition.id.clone(),
-                                Membership {
-                                    status,
-                                    last_qualification_time: now_text.clone(),
-                                    version: Some(definition.version.to_string()),
-                                },
-                            );
-                            changed = true;
-                        } else if let Some(entry) = memberships.get_mut(&definition.id) {
-                            entry.version = Some(definition.version.to_string());
-                        }
-                    }
+                if let Some(work) = ProfileWork::from_profile(profile) {
+                    chunk.push(work);
                 }
-                if changed {
-                    updates.insert(profile_xid, memberships);
+                if chunk.len() == CHUNK {
+                    // A send fails only if every worker died, which their join reports below.
+                    let _ = sender.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
                 }
-            })
-            .map_err(|error| error.to_string())?;
+            });
+            if !chunk.is_empty() {
+                let _ = sender.send(chunk);
+            }
+            drop(sender);
+            let mut group = Partial::default();
+            for handle in handles {
+                group.absorb(
+                    handle
+                        .join()
+                        .map_err(|_| "an evaluation worker panicked".to_owned())?,
+                );
+            }
+            result.map_err(|error| error.to_string())?;
+            Ok::<Partial, String>(group)
+        })?;
         if cancelled || (input.cancelled)() {
             return Ok(EvaluationOutcome {
-                metrics,
+                metrics: totals.metrics,
                 cancelled: true,
             });
         }
-        metrics
+        totals
+            .metrics
             .total_profiles_by_merge_policy
             .insert(policy_id.clone(), scanned);
         // Later groups' inSegment reads see this group's results.
-        for (profile_xid, memberships) in &updates {
+        for (profile_xid, memberships) in &scan_result.updates {
             current.insert(profile_xid.clone(), memberships.clone());
         }
+        all_updates.extend(
+            scan_result
+                .updates
+                .iter()
+                .map(|(xid, memberships)| (xid.clone(), memberships.clone())),
+        );
+        totals.absorb(Partial {
+            metrics: scan_result.metrics,
+            updates: HashMap::new(),
+        });
     }
-    metrics.total_profiles = Some(processed);
-    let updates: Vec<(String, Memberships)> = updates.into_iter().collect();
+    totals.metrics.total_profiles = Some(processed);
+    let updates: Vec<(String, Memberships)> = all_updates.into_iter().collect();
     input
         .memberships
         .replace_all(tenant, &updates)
         .map_err(|error| error.to_string())?;
     Ok(EvaluationOutcome {
-        metrics,
+        metrics: totals.metrics,
         cancelled: false,
     })
 }
