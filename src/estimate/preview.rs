@@ -123,13 +123,10 @@ impl PreviewJob {
                 return;
             }
             let end = (read + chunk).min(sample.profiles.len());
-            let mut found = Vec::new();
-            for (index, profile) in sample.profiles[read..end].iter().enumerate() {
-                if query.matches_at(&profile.view(), now_ms) {
-                    found.push((read + index) as u32);
-                    for namespace in &profile.namespaces {
-                        *namespace_matches.entry(namespace.clone()).or_default() += 1;
-                    }
+            let found = matches_in(sample, read..end, query, now_ms);
+            for index in &found {
+                for namespace in &sample.profiles[*index as usize].namespaces {
+                    *namespace_matches.entry(namespace.clone()).or_default() += 1;
                 }
             }
             matched += found.len() as u64;
@@ -168,6 +165,47 @@ impl PreviewJob {
             progress.error = Some(message);
         });
     }
+}
+
+/// Chunks at least this long are split over the cores; smaller ones are not worth a thread.
+const PARALLEL_CHUNK: usize = 2_048;
+
+/// Returns the sample indexes in `range` that match, in rank order, evaluating a large range on every
+/// core (each thread takes a contiguous slice, so concatenating keeps the order).
+fn matches_in(
+    sample: &Sample,
+    range: std::ops::Range<usize>,
+    query: &CompiledQuery,
+    now_ms: i64,
+) -> Vec<u32> {
+    let evaluate = |slice: std::ops::Range<usize>| -> Vec<u32> {
+        slice
+            .filter(|index| query.matches_at(&sample.profiles[*index].view(), now_ms))
+            .map(|index| index as u32)
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    if threads < 2 || range.len() < PARALLEL_CHUNK {
+        return evaluate(range);
+    }
+    let step = range.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (range.start..range.end)
+            .step_by(step)
+            .map(|start| {
+                let slice = start..(start + step).min(range.end);
+                scope.spawn(move || evaluate(slice))
+            })
+            .collect();
+        // A panicking evaluation re-panics here and is caught by the job's catch_unwind.
+        parts
+            .into_iter()
+            .flat_map(|part| {
+                part.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// Why a preview could not be started.
