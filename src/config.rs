@@ -83,8 +83,6 @@ pub struct HttpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
-    /// Segment, export and sample jobs running at once.
-    pub job_workers: usize,
     /// Preview jobs evaluating at once.
     pub preview_workers: usize,
 }

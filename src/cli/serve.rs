@@ -18,7 +18,7 @@ use crate::startup::{Application, shutdown_signal};
 `Authorization: Bearer <token>` and one of its orgs in `x-gw-ims-org-id`.\n\n\
 Environment variables: SEGMENTD_LISTEN, SEGMENTD_DATA_DIR, SEGMENTD_LOG_FORMAT, \
 SEGMENTD_HTTP__BODY_LIMIT_BYTES, SEGMENTD_HTTP__UPLOAD_LIMIT_BYTES, SEGMENTD_HTTP__REQUEST_TIMEOUT_SECS, \
-SEGMENTD_HTTP__SHUTDOWN_TIMEOUT_SECS, SEGMENTD_WORKERS__JOB_WORKERS, SEGMENTD_WORKERS__PREVIEW_WORKERS, \
+SEGMENTD_HTTP__SHUTDOWN_TIMEOUT_SECS, SEGMENTD_WORKERS__PREVIEW_WORKERS, \
 SEGMENTD_PREVIEW__TTL_SECS, SEGMENTD_PREVIEW__QUEUE_LIMIT. \
 Log filtering: RUST_LOG (default `info`)."
 )]
@@ -54,9 +54,6 @@ pub struct ServeArgs {
     /// Drain deadline at shutdown in seconds [key: http.shutdown_timeout_secs; default 20].
     #[arg(long, value_name = "SECS")]
     pub shutdown_timeout_secs: Option<u64>,
-    /// Segment, export and sample jobs running at once [key: workers.job_workers; default 1].
-    #[arg(long, value_name = "N")]
-    pub job_workers: Option<usize>,
     /// Preview jobs evaluating at once [key: workers.preview_workers; default 2].
     #[arg(long, value_name = "N")]
     pub preview_workers: Option<usize>,
@@ -124,11 +121,6 @@ impl ServeArgs {
             &mut http,
             "shutdown_timeout_secs",
             self.shutdown_timeout_secs.map(int).transpose()?,
-        );
-        set(
-            &mut workers,
-            "job_workers",
-            self.job_workers.map(|v| int(v as u64)).transpose()?,
         );
         set(
             &mut workers,
