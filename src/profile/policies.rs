@@ -257,19 +257,6 @@ fn validate_spec(
     Ok(())
 }
 
-fn load(
-    connection: &rusqlite::Connection,
-    tenant: &Tenant,
-    id: &str,
-) -> Result<Option<MergePolicyResource>, PolicyError> {
-    Ok(crate::store::metadata::get_document(
-        connection,
-        "merge_policies",
-        tenant,
-        id,
-    )?)
-}
-
 /// Returns every policy of the tenant, ordered by name then id.
 pub fn list_blocking(
     connection: &rusqlite::Connection,
@@ -289,7 +276,8 @@ pub fn get_blocking(
     tenant: &Tenant,
     id: &str,
 ) -> Result<MergePolicyResource, PolicyError> {
-    load(connection, tenant, id)?.ok_or_else(|| PolicyError::NotFound(id.to_owned()))
+    crate::store::metadata::get_document(connection, "merge_policies", tenant, id)?
+        .ok_or_else(|| PolicyError::NotFound(id.to_owned()))
 }
 
 /// Writes `policy`, enforcing the default and edge rules, in the caller's transaction.

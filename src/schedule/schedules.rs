@@ -183,26 +183,14 @@ fn check_properties(schedule_type: ScheduleType, properties: &Value) -> Result<(
     Ok(())
 }
 
-fn load(
-    connection: &rusqlite::Connection,
-    tenant: &Tenant,
-    id: &str,
-) -> Result<Option<Schedule>, ScheduleError> {
-    Ok(crate::store::metadata::get_document(
-        connection,
-        "schedules",
-        tenant,
-        id,
-    )?)
-}
-
 /// Returns one schedule.
 pub fn get_blocking(
     connection: &rusqlite::Connection,
     tenant: &Tenant,
     id: &str,
 ) -> Result<Schedule, ScheduleError> {
-    load(connection, tenant, id)?.ok_or_else(|| ScheduleError::NotFound(id.to_owned()))
+    crate::store::metadata::get_document(connection, "schedules", tenant, id)?
+        .ok_or_else(|| ScheduleError::NotFound(id.to_owned()))
 }
 
 /// Returns a tenant's schedules, oldest first.

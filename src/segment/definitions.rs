@@ -290,26 +290,14 @@ fn effective_evaluation(requested: Option<EvaluationInfo>, expr: &pql::Expr) -> 
     }
 }
 
-fn load(
-    connection: &rusqlite::Connection,
-    tenant: &Tenant,
-    id: &str,
-) -> Result<Option<SegmentDefinition>, DefinitionError> {
-    Ok(crate::store::metadata::get_document(
-        connection,
-        "segment_definitions",
-        tenant,
-        id,
-    )?)
-}
-
 /// Returns one definition.
 pub fn get_blocking(
     connection: &rusqlite::Connection,
     tenant: &Tenant,
     id: &str,
 ) -> Result<SegmentDefinition, DefinitionError> {
-    load(connection, tenant, id)?.ok_or_else(|| DefinitionError::NotFound(id.to_owned()))
+    crate::store::metadata::get_document(connection, "segment_definitions", tenant, id)?
+        .ok_or_else(|| DefinitionError::NotFound(id.to_owned()))
 }
 
 /// Returns every definition of the tenant, oldest first.
