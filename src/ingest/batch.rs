@@ -1,10 +1,10 @@
 //! Processing of completed batches (`ingest-api.md` §4.4, §4.7–4.8) and of streamed records (§5).
 //!
-//! A completed batch is processed in two passes over its staged files: the first validates every row
-//! and finds unreadable files without storing anything; the second applies the valid rows of all files
-//! in **one** durable profile-store transaction. So a batch is either wholly in the store or not at
-//! all, and a crash between the passes or before the batch's status is written only leaves it in
-//! `staging`, from where start-up processes it again. Replaying is harmless: records replace the
+//! A completed batch is processed in one pass over its staged files: valid rows stream into **one**
+//! durable profile-store transaction while invalid rows are counted and reported, and an unreadable
+//! file abandons the transaction. So a batch is either wholly in the store or not at all, and a crash
+//! before the batch's status is written only leaves it in `staging`, from where start-up processes it
+//! again. Replaying is harmless: records replace the
 //! fragment of the same (dataset, primary identity) and events are deduplicated by `_id`.
 //!
 //! Only datasets whose `unifiedProfile` tag is enabled feed the profile store (§3.2: "data ingested
@@ -106,34 +106,34 @@ pub fn process_files(
         return Ok(outcome);
     }
 
-    // Pass 1: validate everything, store nothing.
-    let mut row_errors = 0u64;
-    for file in files {
-        let reader = match RowReader::open_as(&file.path, format, kind) {
-            Ok(reader) => reader,
-            Err(error) => return Ok(failed_file(outcome, file, &error)),
-        };
-        for item in reader {
-            outcome.metrics.input_record_count += 1;
-            match item {
-                Ok(_) => outcome.metrics.output_record_count += 1,
-                Err(ReadError::Row(error)) => {
-                    row_errors += 1;
-                    if outcome.errors.len() < MAX_LISTED_ROW_ERRORS {
-                        outcome.errors.push(BatchError {
-                            code: ROW_ERROR_CODE.into(),
-                            description: error.reason,
-                            file: Some(file.name.clone()),
-                            rows: vec![error.row as u64],
-                            record_count: Some(1),
-                        });
-                    }
-                }
-                Err(ReadError::File(error)) => return Ok(failed_file(outcome, file, &error)),
+    // One pass: valid rows stream into one store transaction while row errors are recorded; an
+    // unreadable file abandons the transaction, so the batch is stored whole or not at all.
+    let mut rows = BatchRows {
+        files,
+        format,
+        kind,
+        next_file: 0,
+        reader: None,
+        outcome: &mut outcome,
+        file_error: None,
+    };
+    if dataset.tag_enabled("unifiedProfile") {
+        match store.apply_rows(tenant, dataset_id, kind, &mut rows) {
+            Err(ProfileStoreError::Aborted(_)) => {}
+            other => {
+                other?;
             }
         }
+    } else {
+        // Not profile-enabled: validated and counted, not stored (see the module documentation).
+        rows.by_ref().for_each(drop);
     }
-    outcome.metrics.failed_record_count = row_errors;
+    let file_error = rows.file_error.take();
+    drop(rows);
+    if let Some((file, error)) = file_error {
+        return Ok(failed_file(outcome, file, &error));
+    }
+    let row_errors = outcome.metrics.failed_record_count;
     if row_errors > 0 {
         outcome.errors.insert(
             0,
@@ -154,23 +154,74 @@ pub fn process_files(
         outcome
             .errors
             .push(batch_failure("no row of the batch is valid"));
-        return Ok(outcome);
     }
-    if !dataset.tag_enabled("unifiedProfile") {
-        return Ok(outcome);
-    }
-
-    // Pass 2: the valid rows of every file, in one transaction. The files are immutable once the batch
-    // left `loading`, so they read as in pass 1; a read failure here only ends the row stream early,
-    // which cannot happen for files pass 1 read to the end.
-    let rows = files.iter().flat_map(|file| {
-        RowReader::open_as(&file.path, format, kind)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-    });
-    store.apply_batch(tenant, dataset_id, kind, rows)?;
     Ok(outcome)
+}
+
+/// The valid rows of a batch's files, in order, counting and recording invalid ones on the way.
+///
+/// Yields `Ok(row)` for each valid row and one final `Err` when a file cannot be opened or read, which
+/// makes [`ProfileStore::apply_rows`] abandon the batch.
+struct BatchRows<'files, 'out> {
+    files: &'files [StagedFile],
+    format: validate::InputFormat,
+    kind: RecordKind,
+    next_file: usize,
+    reader: Option<(&'files StagedFile, RowReader)>,
+    outcome: &'out mut BatchOutcome,
+    file_error: Option<(&'files StagedFile, IngestError)>,
+}
+
+impl Iterator for BatchRows<'_, '_> {
+    type Item = Result<serde_json::Value, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.file_error.is_some() {
+                return None;
+            }
+            let Some((file, reader)) = &mut self.reader else {
+                let file = self.files.get(self.next_file)?;
+                self.next_file += 1;
+                match RowReader::open_as(&file.path, self.format, self.kind) {
+                    Ok(reader) => self.reader = Some((file, reader)),
+                    Err(error) => {
+                        let message = error.to_string();
+                        self.file_error = Some((file, error));
+                        return Some(Err(message));
+                    }
+                }
+                continue;
+            };
+            let file: &StagedFile = file;
+            match reader.next() {
+                None => self.reader = None,
+                Some(Ok(row)) => {
+                    self.outcome.metrics.input_record_count += 1;
+                    self.outcome.metrics.output_record_count += 1;
+                    return Some(Ok(row));
+                }
+                Some(Err(ReadError::Row(error))) => {
+                    self.outcome.metrics.input_record_count += 1;
+                    self.outcome.metrics.failed_record_count += 1;
+                    if self.outcome.errors.len() < MAX_LISTED_ROW_ERRORS {
+                        self.outcome.errors.push(BatchError {
+                            code: ROW_ERROR_CODE.into(),
+                            description: error.reason,
+                            file: Some(file.name.clone()),
+                            rows: vec![error.row as u64],
+                            record_count: Some(1),
+                        });
+                    }
+                }
+                Some(Err(ReadError::File(error))) => {
+                    let message = error.to_string();
+                    self.file_error = Some((file, error));
+                    return Some(Err(message));
+                }
+            }
+        }
+    }
 }
 
 fn batch_failure(description: impl Into<String>) -> BatchError {

@@ -241,3 +241,56 @@ async fn uploads_need_a_loading_batch_of_the_callers_tenant() {
         .unwrap();
     assert_envelope(complete_aborted, 409).await;
 }
+
+#[tokio::test]
+async fn an_unreadable_file_fails_the_whole_batch_and_stores_nothing() {
+    let app = spawn_app().await;
+    let dataset = create_dataset(&app, "crm", "https://ns.adobe.com/xdm/context/profile").await;
+    let batch = json(
+        app.request(Method::POST, BATCHES)
+            .json(&json!({"datasetId": dataset, "inputFormat": {"format": "json", "isMultiLineJson": true}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let batch_id = batch["id"].as_str().unwrap();
+    let good = format!("[{}]", profile_line("whole-1", "w1@example.com", "US"));
+    // The second file's array never closes: its first element is valid, then the file ends.
+    let truncated = format!("[{}, ", profile_line("whole-2", "w2@example.com", "US"));
+    for (name, content) in [("a.json", good), ("b.json", truncated)] {
+        let path = format!("{BATCHES}/{batch_id}/datasets/{dataset}/files/{name}");
+        assert_eq!(
+            app.request(Method::PUT, &path)
+                .body(content)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+    }
+    app.request(
+        Method::POST,
+        &format!("{BATCHES}/{batch_id}?action=COMPLETE"),
+    )
+    .send()
+    .await
+    .unwrap();
+    let outcome = wait_for_batch(&app, batch_id).await;
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    assert!(
+        outcome["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|error| error["file"] == "b.json"),
+        "{outcome}"
+    );
+    for crm_id in ["whole-1", "whole-2"] {
+        let path = format!(
+            "/data/core/ups/access/entities?schema.name=_xdm.context.profile&entityId={crm_id}&entityIdNS=CRMID"
+        );
+        assert_envelope(app.request(Method::GET, &path).send().await.unwrap(), 404).await;
+    }
+}

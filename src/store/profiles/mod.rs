@@ -136,6 +136,9 @@ pub enum ProfileStoreError {
         /// Why the row was rejected.
         reason: String,
     },
+    /// The row source of [`ProfileStore::apply_rows`] failed; nothing of the batch was stored.
+    #[error("batch abandoned: {0}")]
+    Aborted(String),
     /// The profile's graph holds more than 50 identities, so it is excluded
     /// from lookups (§9.3; the API answers 422).
     #[error("identity graph of the profile has {0} identities, more than 50")]
@@ -236,6 +239,20 @@ impl ProfileStore {
         kind: RecordKind,
         rows: impl IntoIterator<Item = Value>,
     ) -> Result<ApplyReport, ProfileStoreError> {
+        self.apply_rows(tenant, dataset_id, kind, rows.into_iter().map(Ok))
+    }
+
+    /// Like [`ProfileStore::apply_batch`] for a row source that can fail part-way (a file that
+    /// becomes unreadable): the first `Err` abandons the transaction, so nothing of the batch is
+    /// stored, and is returned as [`ProfileStoreError::Aborted`]. This lets a caller validate and
+    /// store in one pass over its files.
+    pub fn apply_rows(
+        &self,
+        tenant: &Tenant,
+        dataset_id: &str,
+        kind: RecordKind,
+        rows: impl IntoIterator<Item = Result<Value, String>>,
+    ) -> Result<ApplyReport, ProfileStoreError> {
         let txn = self.db.begin_write()?;
         let report = {
             let mut tables = Tables::open(&txn)?;
@@ -245,6 +262,7 @@ impl ProfileStore {
             let ingest_ms = self.clock.now().timestamp_millis();
             let mut rows_stored = 0;
             for (index, row) in rows.into_iter().enumerate() {
+                let row = row.map_err(ProfileStoreError::Aborted)?;
                 let invalid = |reason: String| ProfileStoreError::InvalidRow {
                     row: index + 1,
                     reason,
