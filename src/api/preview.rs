@@ -132,6 +132,7 @@ pub async fn previews_create(
         )
         .await?;
     let new = NewPreview {
+        reads_events: pql::reads_events(&expr),
         tenant: scope.tenant.clone(),
         expression: request.predicate_expression,
         query,

@@ -67,6 +67,8 @@ pub struct PreviewJob {
     pub sample: Arc<Sample>,
     /// Stop once the interval's relative half-width is at most this.
     pub target_relative_half_width: Option<f64>,
+    /// Whether the expression reads events (they are parsed only then).
+    reads_events: bool,
     progress: Mutex<Progress>,
     /// Indexes into `sample.profiles` of the matches so far, in rank order.
     matches: Mutex<Vec<u32>>,
@@ -123,7 +125,7 @@ impl PreviewJob {
                 return;
             }
             let end = (read + chunk).min(sample.profiles.len());
-            let found = matches_in(sample, read..end, query, now_ms);
+            let found = matches_in(sample, read..end, query, self.reads_events, now_ms);
             for index in &found {
                 for namespace in &sample.profiles[*index as usize].namespaces {
                     *namespace_matches.entry(namespace.clone()).or_default() += 1;
@@ -176,11 +178,12 @@ fn matches_in(
     sample: &Sample,
     range: std::ops::Range<usize>,
     query: &CompiledQuery,
+    with_events: bool,
     now_ms: i64,
 ) -> Vec<u32> {
     let evaluate = |slice: std::ops::Range<usize>| -> Vec<u32> {
         slice
-            .filter(|index| query.matches_at(&sample.profiles[*index].view(), now_ms))
+            .filter(|index| sample.profiles[*index].matches(query, with_events, now_ms))
             .map(|index| index as u32)
             .collect()
     };
@@ -236,6 +239,8 @@ pub struct NewPreview {
     pub expression: String,
     /// The compiled predicate.
     pub query: CompiledQuery,
+    /// Whether the predicate reads events ([`crate::pql::reads_events`]).
+    pub reads_events: bool,
     /// The sample to evaluate.
     pub sample: Arc<Sample>,
     /// Early-stop target, if any.
@@ -283,6 +288,7 @@ impl PreviewJobs {
             created_at: new.now,
             sample: new.sample,
             target_relative_half_width: new.target_relative_half_width,
+            reads_events: new.reads_events,
             progress: Mutex::new(Progress {
                 state: PreviewState::New,
                 estimate: initial,

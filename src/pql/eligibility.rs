@@ -137,6 +137,16 @@ fn within_24h(c: &OccursCond) -> bool {
     }
 }
 
+/// Tells whether an expression reads the profile's events (`xEvent` or `chain` anywhere in it), so
+/// an evaluator can skip decoding events for expressions that never look at them.
+pub fn reads_events(expr: &Expr) -> bool {
+    let mut found = false;
+    visit(expr, &mut |x| {
+        found |= matches!(x.kind, ExprKind::XEvent | ExprKind::Chain { .. })
+    });
+    found
+}
+
 /// Whether `e` reads events (`xEvent`, `chain`) or segment membership (`inSegment`).
 fn uses_data(e: &Expr) -> bool {
     let mut found = false;
@@ -308,6 +318,14 @@ mod tests {
         );
         // Events read through a filter.
         assert_eq!(el(r#"xEvent[eventType = "x"].count() > 1"#), (false, false));
+        let reads = |text: &str| {
+            reads_events(&crate::pql::parse(text, crate::pql::PqlFormat::Text).unwrap())
+        };
+        assert!(reads(r#"a = 1 and xEvent[eventType = "x"].count() > 1"#));
+        assert!(reads(
+            r#"chain(xEvent, timestamp, [A: WHAT(eventType = "x")])"#
+        ));
+        assert!(!reads(r#"person.name.startsWith("J") and inSegment("s")"#));
         assert_eq!(
             el(r#"a = 1 or chain(xEvent, timestamp, [A: WHAT(eventType = "x") WHEN(today)])"#),
             (false, false)

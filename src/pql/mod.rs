@@ -99,7 +99,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 
 pub use ast::{Expr, ExprKind, Span};
-pub use eligibility::{Eligibility, eligibility};
+pub use eligibility::{Eligibility, eligibility, reads_events};
 pub use error::{EvalError, PqlError, PqlErrors};
 pub use functions::Ty;
 pub use schema::check_fields;

@@ -5,9 +5,12 @@
 //! by rank and published as an `Arc`: a running preview keeps the sample it started on while a new
 //! one replaces it for later previews.
 //!
-//! Representation: each sampled profile keeps its merged attributes and its events as parsed JSON,
-//! evaluated through [`pql::JsonProfile`]. This is the simple row representation; the columnar one
-//! that `estimation.md` measures one to two orders of magnitude faster is not built yet.
+//! Representation: each sampled profile keeps its merged attributes as parsed JSON and its events as
+//! JSON text, parsed only by previews whose expression reads events ([`pql::reads_events`]). Parsed
+//! events cost ~10 KB each as `serde_json::Value` (a 200k-profile demo sample needed ~20 GB); as text
+//! they cost their ~0.6 KB size, at the price of parsing them during event previews. This is the
+//! simple row representation; the columnar one that `estimation.md` measures one to two orders of
+//! magnitude faster (and smaller) is not built yet.
 //!
 //! When samples are rebuilt is the business of [`crate::sample::service`].
 
@@ -42,14 +45,24 @@ pub struct SampledProfile {
     pub namespaces: Vec<String>,
     /// Merged attributes.
     pub attributes: Value,
-    /// Events, oldest first.
-    pub events: Vec<Value>,
+    /// Events as JSON text, oldest first.
+    pub events: Vec<Box<str>>,
 }
 
 impl SampledProfile {
-    /// Returns the evaluator's view of this profile.
-    pub fn view(&self) -> pql::JsonProfile<'_> {
-        pql::JsonProfile::new(&self.attributes, &self.events)
+    /// Tells whether the profile matches `query` at `now_ms`; events are parsed only when the
+    /// expression reads them (`with_events`).
+    pub fn matches(&self, query: &pql::CompiledQuery, with_events: bool, now_ms: i64) -> bool {
+        if !with_events {
+            return query.matches_at(&pql::JsonProfile::new(&self.attributes, &[]), now_ms);
+        }
+        // Events whose text does not parse (never the case for validated rows) cannot match anything.
+        let events: Vec<Value> = self
+            .events
+            .iter()
+            .filter_map(|event| serde_json::from_str(event).ok())
+            .collect();
+        query.matches_at(&pql::JsonProfile::new(&self.attributes, &events), now_ms)
     }
 }
 
@@ -113,12 +126,10 @@ fn sampled(profile: &MergedProfile, key: &RankKey) -> Option<SampledProfile> {
         xid: profile_xid,
         namespaces,
         attributes: profile.attributes.clone(),
-        // Events whose stored JSON no longer parses cannot match anything; skipping them is safer
-        // than failing every preview of the tenant.
         events: profile
             .events
             .iter()
-            .filter_map(|event| event.to_value().ok())
+            .map(|event| event.json.clone().into_boxed_str())
             .collect(),
     })
 }

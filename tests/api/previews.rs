@@ -254,3 +254,38 @@ async fn the_sample_is_rebuilt_when_the_store_grows_by_more_than_three_percent()
         exact
     );
 }
+
+#[tokio::test]
+async fn an_event_predicate_counts_exactly_over_a_census_sample() {
+    let app = spawn_app().await;
+    let crm = create_dataset(&app, "crm", PROFILE).await;
+    let web = create_dataset(
+        &app,
+        "web",
+        "https://ns.adobe.com/xdm/context/experienceevent",
+    )
+    .await;
+    let ecid = |index: usize| format!("{index:038}");
+    let records: Vec<String> = (0..60)
+        .map(|index| {
+            json!({"identityMap": {"CRMID": [{"id": format!("c{index}"), "primary": true}], "ECID": [{"id": ecid(index)}]}}).to_string()
+        })
+        .collect();
+    ingest_json_lines(&app, &crm, &[("p.json", records.join("\n"))]).await;
+    // Person `index` has `index % 5` page views.
+    let events: Vec<String> = (0..60)
+        .flat_map(|index| (0..index % 5).map(move |view| (index, view)))
+        .map(|(index, view)| {
+            json!({"_id": format!("e{index}-{view}"), "timestamp": "2026-01-01T00:00:00Z", "eventType": "web.webpagedetails.pageViews",
+                   "identityMap": {"ECID": [{"id": ecid(index), "primary": true}]}})
+            .to_string()
+        })
+        .collect();
+    let batch = ingest_json_lines(&app, &web, &[("e.json", events.join("\n"))]).await;
+    assert_eq!(batch["status"], "success", "{batch}");
+    let exact = (0..60).filter(|index| index % 5 >= 3).count() as u64;
+    let preview_id = create_preview(&app, json!({"predicateExpression": "xEvent[eventType = \"web.webpagedetails.pageViews\"].count() >= 3"})).await;
+    let estimate = poll_until_ready(&app, &preview_id, exact).await;
+    assert_eq!(estimate["estimatedSize"], exact);
+    assert_eq!(estimate["profilesReadSoFar"], 60);
+}
