@@ -19,7 +19,8 @@ use crate::startup::{Application, shutdown_signal};
 Environment variables: SEGMENTD_LISTEN, SEGMENTD_DATA_DIR, SEGMENTD_LOG_FORMAT, \
 SEGMENTD_HTTP__BODY_LIMIT_BYTES, SEGMENTD_HTTP__UPLOAD_LIMIT_BYTES, SEGMENTD_HTTP__REQUEST_TIMEOUT_SECS, \
 SEGMENTD_HTTP__SHUTDOWN_TIMEOUT_SECS, SEGMENTD_WORKERS__PREVIEW_WORKERS, \
-SEGMENTD_PREVIEW__TTL_SECS, SEGMENTD_PREVIEW__QUEUE_LIMIT. \
+SEGMENTD_PREVIEW__TTL_SECS, SEGMENTD_PREVIEW__QUEUE_LIMIT, SEGMENTD_SAMPLE__DAILY_AT, \
+SEGMENTD_SAMPLE__PARSED_EVENTS_BUDGET_BYTES. \
 Log filtering: RUST_LOG (default `info`)."
 )]
 pub struct ServeArgs {
@@ -60,6 +61,12 @@ pub struct ServeArgs {
     /// Seconds a preview stays retrievable [key: preview.ttl_secs; default 86400].
     #[arg(long, value_name = "SECS")]
     pub preview_ttl_secs: Option<u64>,
+    /// UTC time of day (HH:MM) of the daily sample job [key: sample.daily_at; default 07:30].
+    #[arg(long, value_name = "HH:MM")]
+    pub sample_daily_at: Option<String>,
+    /// Largest parsed-event size of a sample before events stay text [key: sample.parsed_events_budget_bytes; default 4 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub sample_parsed_events_budget_bytes: Option<usize>,
     /// Previews allowed to wait for a worker before 429 [key: preview.queue_limit; default 32].
     #[arg(long, value_name = "N")]
     pub preview_queue_limit: Option<usize>,
@@ -141,6 +148,22 @@ impl ServeArgs {
         );
         if !preview.is_empty() {
             root.insert("preview".into(), toml::Value::Table(preview));
+        }
+        let mut sample = toml::Table::new();
+        set(
+            &mut sample,
+            "daily_at",
+            self.sample_daily_at.clone().map(text),
+        );
+        set(
+            &mut sample,
+            "parsed_events_budget_bytes",
+            self.sample_parsed_events_budget_bytes
+                .map(|v| int(v as u64))
+                .transpose()?,
+        );
+        if !sample.is_empty() {
+            root.insert("sample".into(), toml::Value::Table(sample));
         }
         if !http.is_empty() {
             root.insert("http".into(), toml::Value::Table(http));

@@ -42,6 +42,7 @@ pub struct Samples {
     profiles: Arc<ProfileStore>,
     key: RankKey,
     clock: Arc<dyn Clock>,
+    parsed_events_budget: usize,
 }
 
 impl Samples {
@@ -51,6 +52,7 @@ impl Samples {
         profiles: Arc<ProfileStore>,
         key: RankKey,
         clock: Arc<dyn Clock>,
+        parsed_events_budget: usize,
     ) -> Self {
         Self {
             registry: SampleRegistry::default(),
@@ -58,6 +60,7 @@ impl Samples {
             profiles,
             key,
             clock,
+            parsed_events_budget,
         }
     }
 
@@ -115,9 +118,22 @@ impl Samples {
                 return Ok(sample);
             }
         }
-        let (profiles, build_tenant, key) = (self.profiles.clone(), tenant.clone(), self.key);
+        let (profiles, build_tenant, key, budget) = (
+            self.profiles.clone(),
+            tenant.clone(),
+            self.key,
+            self.parsed_events_budget,
+        );
         let sample = tokio::task::spawn_blocking(move || {
-            build_sample(&profiles, &build_tenant, &sample_key, &policy, &key, now)
+            build_sample(
+                &profiles,
+                &build_tenant,
+                &sample_key,
+                &policy,
+                &key,
+                now,
+                budget,
+            )
         })
         .await
         .map_err(|error| StoreError::Task(error.to_string()))??;

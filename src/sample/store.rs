@@ -5,12 +5,13 @@
 //! by rank and published as an `Arc`: a running preview keeps the sample it started on while a new
 //! one replaces it for later previews.
 //!
-//! Representation: each sampled profile keeps its merged attributes as parsed JSON and its events as
-//! JSON text, parsed only by previews whose expression reads events ([`pql::reads_events`]). Parsed
-//! events cost ~10 KB each as `serde_json::Value` (a 200k-profile demo sample needed ~20 GB); as text
-//! they cost their ~0.6 KB size, at the price of parsing them during event previews. This is the
-//! simple row representation; the columnar one that `estimation.md` measures one to two orders of
-//! magnitude faster (and smaller) is not built yet.
+//! Representation: each sampled profile keeps its merged attributes as parsed JSON. Its events are
+//! parsed too when the whole sample's parsed events fit the memory budget (`sample.parsed_events_budget_bytes`),
+//! since parsed `serde_json` events cost ~10 KB each (a 200k-profile demo sample needed ~20 GB);
+//! otherwise they stay JSON text (their ~0.6 KB size) and only previews whose expression reads events
+//! ([`pql::reads_events`]) parse them, as they go. This is the simple row representation; the
+//! columnar one that `estimation.md` measures one to two orders of magnitude faster (and smaller) is
+//! not built yet.
 //!
 //! When samples are rebuilt is the business of [`crate::sample::service`].
 
@@ -45,24 +46,44 @@ pub struct SampledProfile {
     pub namespaces: Vec<String>,
     /// Merged attributes.
     pub attributes: Value,
-    /// Events as JSON text, oldest first.
-    pub events: Vec<Box<str>>,
+    /// Events, oldest first.
+    pub events: SampledEvents,
 }
+
+/// A sampled profile's events: parsed when the sample fits the memory budget, else JSON text parsed
+/// by each preview that reads events.
+#[derive(Debug, Clone)]
+pub enum SampledEvents {
+    /// Parsed once at build time (fast event previews).
+    Parsed(Vec<Value>),
+    /// Kept as text (a ~16x smaller sample; event previews parse as they go).
+    Text(Vec<Box<str>>),
+}
+
+/// Parsed `serde_json` events take about this many times their text size (measured on the demo
+/// data: ~10 KB per ~0.6 KB event).
+const PARSED_EXPANSION: usize = 16;
 
 impl SampledProfile {
     /// Tells whether the profile matches `query` at `now_ms`; events are parsed only when the
     /// expression reads them (`with_events`).
     pub fn matches(&self, query: &pql::CompiledQuery, with_events: bool, now_ms: i64) -> bool {
-        if !with_events {
-            return query.matches_at(&pql::JsonProfile::new(&self.attributes, &[]), now_ms);
+        match &self.events {
+            _ if !with_events => {
+                query.matches_at(&pql::JsonProfile::new(&self.attributes, &[]), now_ms)
+            }
+            SampledEvents::Parsed(events) => {
+                query.matches_at(&pql::JsonProfile::new(&self.attributes, events), now_ms)
+            }
+            SampledEvents::Text(texts) => {
+                // Text that does not parse (never the case for validated rows) cannot match anything.
+                let events: Vec<Value> = texts
+                    .iter()
+                    .filter_map(|event| serde_json::from_str(event).ok())
+                    .collect();
+                query.matches_at(&pql::JsonProfile::new(&self.attributes, &events), now_ms)
+            }
         }
-        // Events whose text does not parse (never the case for validated rows) cannot match anything.
-        let events: Vec<Value> = self
-            .events
-            .iter()
-            .filter_map(|event| serde_json::from_str(event).ok())
-            .collect();
-        query.matches_at(&pql::JsonProfile::new(&self.attributes, &events), now_ms)
     }
 }
 
@@ -126,15 +147,18 @@ fn sampled(profile: &MergedProfile, key: &RankKey) -> Option<SampledProfile> {
         xid: profile_xid,
         namespaces,
         attributes: profile.attributes.clone(),
-        events: profile
-            .events
-            .iter()
-            .map(|event| event.json.clone().into_boxed_str())
-            .collect(),
+        events: SampledEvents::Text(
+            profile
+                .events
+                .iter()
+                .map(|event| event.json.clone().into_boxed_str())
+                .collect(),
+        ),
     })
 }
 
-/// Builds a sample in one pass over the tenant's merged profiles.
+/// Builds a sample in one pass over the tenant's merged profiles; its events are parsed when their
+/// estimated parsed size fits `parsed_events_budget` bytes, else kept as text.
 pub fn build_sample(
     store: &ProfileStore,
     tenant: &Tenant,
@@ -142,6 +166,7 @@ pub fn build_sample(
     policy: &MergePolicy,
     key: &RankKey,
     now: DateTime<Utc>,
+    parsed_events_budget: usize,
 ) -> Result<Sample, ProfileStoreError> {
     // The tier needs N before the pass; the pass's own count is authoritative for the sample.
     let expected = store.profile_count(tenant)?;
@@ -171,6 +196,25 @@ pub fn build_sample(
         .map(|ranked| ranked.0)
         .collect();
     profiles.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    let text_bytes: usize = profiles
+        .iter()
+        .map(|profile| match &profile.events {
+            SampledEvents::Text(texts) => texts.iter().map(|text| text.len()).sum(),
+            SampledEvents::Parsed(_) => 0,
+        })
+        .sum();
+    if text_bytes.saturating_mul(PARSED_EXPANSION) <= parsed_events_budget {
+        for profile in &mut profiles {
+            if let SampledEvents::Text(texts) = &profile.events {
+                // Text that does not parse (never the case for validated rows) cannot match anything.
+                let parsed = texts
+                    .iter()
+                    .filter_map(|text| serde_json::from_str(text).ok())
+                    .collect();
+                profile.events = SampledEvents::Parsed(parsed);
+            }
+        }
+    }
     Ok(Sample {
         merge_policy_id: merge_policy_id.to_owned(),
         built_at: now,
@@ -267,6 +311,7 @@ mod tests {
             &MergePolicy::default(),
             &key,
             Utc::now(),
+            usize::MAX,
         )
         .unwrap();
         assert_eq!(sample.store_size, 500);
@@ -286,9 +331,53 @@ mod tests {
             &MergePolicy::default(),
             &RankKey::new(3, 4),
             Utc::now(),
+            usize::MAX,
         )
         .unwrap();
         assert_ne!(sample.profiles[0].xid, other.profiles[0].xid);
+    }
+
+    #[test]
+    fn events_are_parsed_within_the_budget_and_kept_as_text_beyond_it_with_the_same_answers() {
+        let (_dir, store, tenant) = store_with(20);
+        let events: Vec<Value> = (0..20)
+            .flat_map(|index| (0..index % 4).map(move |view| (index, view)))
+            .map(|(index, view)| {
+                json!({"_id": format!("e{index}-{view}"), "timestamp": "2026-01-01T00:00:00Z", "eventType": "view",
+                       "identityMap": {"CRMID": [{"id": format!("c{index}"), "primary": true}]}})
+            })
+            .collect();
+        store
+            .apply_batch(
+                &tenant,
+                "web",
+                crate::store::profiles::RecordKind::Event,
+                events,
+            )
+            .unwrap();
+        let query = pql::compile(&pql::parse("xEvent.count() >= 2", pql::PqlFormat::Text).unwrap())
+            .unwrap();
+        let count = |budget: usize| {
+            let sample = build_sample(
+                &store,
+                &tenant,
+                "p",
+                &MergePolicy::default(),
+                &RankKey::new(1, 2),
+                Utc::now(),
+                budget,
+            )
+            .unwrap();
+            let parsed = matches!(sample.profiles[0].events, SampledEvents::Parsed(_));
+            let matched = sample
+                .profiles
+                .iter()
+                .filter(|profile| profile.matches(&query, true, 0))
+                .count();
+            (parsed, matched)
+        };
+        assert_eq!(count(usize::MAX), (true, 10));
+        assert_eq!(count(0), (false, 10));
     }
 
     #[test]
