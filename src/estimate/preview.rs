@@ -22,7 +22,7 @@ use crate::sample::store::Sample;
 use crate::tenant::Tenant;
 
 /// Profiles evaluated before the first publication: small, so the first estimate comes at once.
-const FIRST_CHUNK: usize = 256;
+const FIRST_CHUNK: usize = 64;
 /// Largest chunk between publications.
 const MAX_CHUNK: usize = 16_384;
 
