@@ -402,6 +402,27 @@ impl Decoder<'_> {
             .ok_or_else(|| self.fail(&format!("{at}/{key}"), "expected a string", "a string"))
     }
 
+    /// Reads the string `key` and parses it as one of a closed set of words; the error names the
+    /// key, the word found and `expected`.
+    fn keyword<T>(
+        &self,
+        o: &Map<String, Value>,
+        key: &str,
+        at: &str,
+        what: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> DResult<T> {
+        let word = self.string(o, key, at)?;
+        parse(&word).ok_or_else(|| {
+            self.fail(
+                &format!("{at}/{key}"),
+                format!("unknown {what} `{word}`"),
+                expected,
+            )
+        })
+    }
+
     fn uint(&self, o: &Map<String, Value>, key: &str, at: &str) -> DResult<u32> {
         self.field(o, key, at)?
             .as_u64()
@@ -882,22 +903,15 @@ impl Decoder<'_> {
                 })?;
                 return Ok(TimeRef::Word(w));
             }
-            let a = self.string(o, "anchor", at)?;
-            let anchor = Anchor::parse(&a).ok_or_else(|| {
-                self.fail(
-                    &format!("{at}/anchor"),
-                    format!("unknown anchor `{a}`"),
-                    "this, last or next",
-                )
-            })?;
-            let u = self.string(o, "unit", at)?;
-            let unit = TimeUnit::parse(&u).ok_or_else(|| {
-                self.fail(
-                    &format!("{at}/unit"),
-                    format!("unknown time unit `{u}`"),
-                    "a time unit",
-                )
-            })?;
+            let anchor = self.keyword(
+                o,
+                "anchor",
+                at,
+                "anchor",
+                "this, last or next",
+                Anchor::parse,
+            )?;
+            let unit = self.keyword(o, "unit", at, "time unit", "a time unit", TimeUnit::parse)?;
             return Ok(TimeRef::Relative(anchor, unit));
         }
         Ok(TimeRef::Expr(Box::new(self.node(
@@ -916,34 +930,28 @@ impl Decoder<'_> {
         let r = |key: &str| -> DResult<TimeRef> {
             self.time_ref(self.field(o, key, at)?, &format!("{at}/{key}"), depth, nest)
         };
-        let dir = || -> DResult<Direction> {
-            let d = self.string(o, "direction", at)?;
-            Direction::parse(&d).ok_or_else(|| {
-                self.fail(
-                    &format!("{at}/direction"),
-                    format!("unknown direction `{d}`"),
-                    "before, after or from",
-                )
-            })
+        let dir = || {
+            self.keyword(
+                o,
+                "direction",
+                at,
+                "direction",
+                "before, after or from",
+                Direction::parse,
+            )
         };
         Ok(match form.as_str() {
             "distance" => {
-                let c = self.string(o, "comparison", at)?;
-                let op = CmpOp::from_symbol(&c).ok_or_else(|| {
-                    self.fail(
-                        &format!("{at}/comparison"),
-                        format!("unknown comparison `{c}`"),
-                        "=, !=, <, <=, > or >=",
-                    )
-                })?;
-                let u = self.string(o, "unit", at)?;
-                let unit = TimeUnit::parse(&u).ok_or_else(|| {
-                    self.fail(
-                        &format!("{at}/unit"),
-                        format!("unknown time unit `{u}`"),
-                        "a time unit",
-                    )
-                })?;
+                let op = self.keyword(
+                    o,
+                    "comparison",
+                    at,
+                    "comparison",
+                    "=, !=, <, <=, > or >=",
+                    CmpOp::from_symbol,
+                )?;
+                let unit =
+                    self.keyword(o, "unit", at, "time unit", "a time unit", TimeUnit::parse)?;
                 OccursCond::Distance {
                     op,
                     amount: self.uint(o, "amount", at)?,

@@ -383,26 +383,37 @@ impl<'s> Parser<'s> {
         r
     }
 
-    fn parse_args(&mut self) -> PResult<Vec<Expr>> {
-        self.expect_sym("(")?;
+    /// Parses a possibly empty, comma-separated list of `item`s up to the symbol `close` (the
+    /// opening symbol is already consumed), with `in` allowed again inside.
+    fn delimited<T>(
+        &mut self,
+        close: &'static str,
+        mut item: impl FnMut(&mut Self) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
         self.nested(|p| {
-            let mut args = Vec::new();
-            if p.eat_sym(")") {
-                return Ok(args);
+            let mut items = Vec::new();
+            if p.eat_sym(close) {
+                return Ok(items);
             }
             loop {
-                let arg = if p.lambda_ahead() {
-                    p.parse_lambda()?
-                } else {
-                    p.parse_expr()?
-                };
-                args.push(arg);
-                if p.eat_sym(")") {
-                    return Ok(args);
+                items.push(item(p)?);
+                if p.eat_sym(close) {
+                    return Ok(items);
                 }
                 if !p.eat_sym(",") {
-                    return Err(p.error("`,` or `)`"));
+                    return Err(p.error(&format!("`,` or `{close}`")));
                 }
+            }
+        })
+    }
+
+    fn parse_args(&mut self) -> PResult<Vec<Expr>> {
+        self.expect_sym("(")?;
+        self.delimited(")", |p| {
+            if p.lambda_ahead() {
+                p.parse_lambda()
+            } else {
+                p.parse_expr()
             }
         })
     }
@@ -445,21 +456,7 @@ impl<'s> Parser<'s> {
             }
             Tok::Sym("[") => {
                 self.bump();
-                let items = self.nested(|p| {
-                    let mut items = Vec::new();
-                    if p.eat_sym("]") {
-                        return Ok(items);
-                    }
-                    loop {
-                        items.push(p.parse_expr()?);
-                        if p.eat_sym("]") {
-                            return Ok(items);
-                        }
-                        if !p.eat_sym(",") {
-                            return Err(p.error("`,` or `]`"));
-                        }
-                    }
-                })?;
+                let items = self.delimited("]", Self::parse_expr)?;
                 Ok(Expr::new(
                     ExprKind::Array(items),
                     Span::new(span.start, self.prev_end()),
@@ -467,28 +464,16 @@ impl<'s> Parser<'s> {
             }
             Tok::Sym("{") => {
                 self.bump();
-                let entries = self.nested(|p| {
-                    let mut entries = Vec::new();
-                    if p.eat_sym("}") {
-                        return Ok(entries);
-                    }
-                    loop {
-                        let key = match p.peek().clone() {
-                            Tok::Str(s) | Tok::Ident(s) => {
-                                p.bump();
-                                s
-                            }
-                            _ => return Err(p.error("an object key (a string)")),
-                        };
-                        p.expect_sym(":")?;
-                        entries.push((key, p.parse_expr()?));
-                        if p.eat_sym("}") {
-                            return Ok(entries);
+                let entries = self.delimited("}", |p| {
+                    let key = match p.peek().clone() {
+                        Tok::Str(s) | Tok::Ident(s) => {
+                            p.bump();
+                            s
                         }
-                        if !p.eat_sym(",") {
-                            return Err(p.error("`,` or `}`"));
-                        }
-                    }
+                        _ => return Err(p.error("an object key (a string)")),
+                    };
+                    p.expect_sym(":")?;
+                    Ok((key, p.parse_expr()?))
                 })?;
                 Ok(Expr::new(
                     ExprKind::Object(entries),
