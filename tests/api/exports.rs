@@ -14,19 +14,7 @@ const EXPORTS: &str = "/data/core/ups/export/jobs";
 async fn union_dataset(app: &TestApp, persisted: bool) -> String {
     let body = json!({"name": "audience", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile__union",
         "contentType": "application/vnd.adobe.xed+json;version=1"}, "fileDescription": {"persisted": persisted}});
-    let created = json(
-        app.request(Method::POST, "/data/foundation/catalog/dataSets")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    created[0]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("@/dataSets/")
-        .to_owned()
+    crate::helpers::post_dataset(app, &body).await
 }
 
 async fn definition(app: &TestApp, name: &str, pql: &str) -> String {

@@ -188,3 +188,19 @@ pub async fn assert_envelope(response: Response, status: u16) -> serde_json::Val
     );
     body
 }
+
+/// Creates a Catalog dataset from `body` as client A in `ORG_A`/`prod` and returns its id.
+pub async fn post_dataset(app: &TestApp, body: &serde_json::Value) -> String {
+    let created = app
+        .request(reqwest::Method::POST, "/data/foundation/catalog/dataSets")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    json(created).await[0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("@/dataSets/")
+        .to_owned()
+}

@@ -14,19 +14,7 @@ const BATCHES: &str = "/data/foundation/import/batches";
 pub async fn create_dataset(app: &TestApp, name: &str, schema: &str) -> String {
     let body = json!({"name": name, "schemaRef": {"id": schema},
         "tags": {"unifiedProfile": ["enabled:true"], "unifiedIdentity": ["enabled:true"]}});
-    let created = json(
-        app.request(Method::POST, DATASETS)
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    created[0]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("@/dataSets/")
-        .to_owned()
+    crate::helpers::post_dataset(app, &body).await
 }
 
 /// Creates a JSON Lines batch for `dataset`, uploads `files`, completes it and waits for the outcome.

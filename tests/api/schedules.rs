@@ -229,18 +229,11 @@ async fn an_export_schedule_creates_export_jobs_at_its_time() {
         Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap(),
     ));
     let app = spawn_app_with_clock(clock.clone()).await;
-    let target = json(
-        app.request(Method::POST, "/data/foundation/catalog/dataSets")
-            .json(&json!({"name": "audience", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile__union"}, "fileDescription": {"persisted": true}}))
-            .send()
-            .await
-            .unwrap(),
+    let target = crate::helpers::post_dataset(
+        &app,
+        &json!({"name": "audience", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile__union"}, "fileDescription": {"persisted": true}}),
     )
-    .await[0]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("@/dataSets/")
-        .to_owned();
+    .await;
     let created = app
         .request(Method::POST, SCHEDULES)
         .json(&json!({"name": "daily export", "type": "export", "schedule": "0 0 3 * * ?", "state": "active",
