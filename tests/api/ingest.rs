@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_envelope, json, spawn_app};
 
-const DATASETS: &str = "/data/foundation/catalog/dataSets";
 const BATCHES: &str = "/data/foundation/import/batches";
 
 /// Creates a profile-enabled dataset of the given XDM class and returns its id.
