@@ -491,38 +491,46 @@ pub fn batch_dir(data_dir: &Path, batch_id: &str) -> PathBuf {
     data_dir.join("exports").join(batch_id)
 }
 
-/// Tells whether a profile's memberships pass the job's filter.
-fn selected(
-    filter: &ExportFilter,
-    memberships: &Memberships,
-    segment: Option<&SegmentFilter>,
-) -> bool {
-    let window = filter
-        .segment_qualification_time
-        .clone()
-        .unwrap_or_default();
-    let within = |time: &str| {
+/// The job's qualification-time window, parsed once (create validated both bounds).
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    start: Option<DateTime<chrono::FixedOffset>>,
+    end: Option<DateTime<chrono::FixedOffset>>,
+}
+
+impl Window {
+    fn of(filter: &ExportFilter) -> Self {
+        let window = filter.segment_qualification_time.as_ref();
+        let bound =
+            |time: Option<&String>| time.and_then(|time| DateTime::parse_from_rfc3339(time).ok());
+        Self {
+            start: bound(window.and_then(|window| window.start_time.as_ref())),
+            end: bound(window.and_then(|window| window.end_time.as_ref())),
+        }
+    }
+
+    /// Tells whether a `lastQualificationTime` lies in the window (bounds inclusive).
+    fn contains(self, time: &str) -> bool {
         let Ok(time) = DateTime::parse_from_rfc3339(time) else {
             return false;
         };
-        let after_start = window
-            .start_time
-            .as_deref()
-            .and_then(|start| DateTime::parse_from_rfc3339(start).ok())
-            .is_none_or(|start| time >= start);
-        let before_end = window
-            .end_time
-            .as_deref()
-            .and_then(|end| DateTime::parse_from_rfc3339(end).ok())
-            .is_none_or(|end| time <= end);
-        after_start && before_end
-    };
+        self.start.is_none_or(|start| time >= start) && self.end.is_none_or(|end| time <= end)
+    }
+}
+
+/// Tells whether a profile's memberships pass the job's filter.
+fn selected(
+    filter: &ExportFilter,
+    window: Window,
+    memberships: &Memberships,
+    segment: Option<&SegmentFilter>,
+) -> bool {
     let member = |wanted: &SegmentFilter| {
         memberships
             .get(&wanted.segment_id)
             .is_some_and(|membership| {
                 wanted.status.contains(&membership.status)
-                    && within(&membership.last_qualification_time)
+                    && window.contains(&membership.last_qualification_time)
             })
     };
     match (segment, &filter.segments) {
@@ -655,6 +663,7 @@ fn export(
         .map(projection::parse_fields)
         .unwrap_or_default();
     let include_empty = job.filter.empty_profiles == Some(true);
+    let window = Window::of(&job.filter);
     let mut by_namespace: BTreeMap<String, u64> = BTreeMap::new();
     let mut exported = 0u64;
     let mut failure = None;
@@ -688,7 +697,7 @@ fn export(
             }
             let mut counted = false;
             for output in &mut outputs {
-                if !selected(&job.filter, memberships, output.segment.as_ref()) {
+                if !selected(&job.filter, window, memberships, output.segment.as_ref()) {
                     continue;
                 }
                 let mut row = projection::project(&profile.attributes, &fields);

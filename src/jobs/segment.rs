@@ -792,15 +792,10 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             .total_profiles_by_merge_policy
             .insert(policy_id.clone(), scanned);
         // Later groups' inSegment reads see this group's results.
-        for (profile_xid, memberships) in &scan_result.updates {
+        for (profile_xid, memberships) in scan_result.updates {
             current.insert(profile_xid.clone(), memberships.clone());
+            all_updates.insert(profile_xid, memberships);
         }
-        all_updates.extend(
-            scan_result
-                .updates
-                .iter()
-                .map(|(xid, memberships)| (xid.clone(), memberships.clone())),
-        );
         totals.absorb(Partial {
             metrics: scan_result.metrics,
             updates: HashMap::new(),
