@@ -297,8 +297,8 @@ pub async fn previews_delete(
 
 fn describe(sample: &Sample, current_store_size: Option<u64>) -> Value {
     json!({
-        "mergePolicyId": sample.merge_policy_id.split('/').next().unwrap_or_default(),
-        "graphType": sample.merge_policy_id.split('/').nth(1).unwrap_or_default(),
+        "mergePolicyId": sample.merge_policy_id,
+        "graphType": crate::sample::service::graph_name(sample.graph),
         "sampleTime": sample.built_at.to_rfc3339(),
         "sampleSize": sample.profiles.len(),
         "sampledStoreSize": sample.store_size,

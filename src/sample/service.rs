@@ -111,9 +111,8 @@ impl Samples {
             Some("pdg") => policy.identity_graph = IdentityGraph::Pdg,
             Some(other) => return Err(SampleError::BadGraph(other.to_owned())),
         }
-        let sample_key = format!("{policy_id}/{}", graph_name(policy.identity_graph));
         let now = self.clock.now();
-        if let Some(sample) = self.registry.get(tenant, &sample_key) {
+        if let Some(sample) = self.registry.get(tenant, &policy_id, policy.identity_graph) {
             if !force && !is_stale(&sample, self.store_size(tenant).await?, now) {
                 return Ok(sample);
             }
@@ -128,7 +127,7 @@ impl Samples {
             build_sample(
                 &profiles,
                 &build_tenant,
-                &sample_key,
+                &policy_id,
                 &policy,
                 &key,
                 now,
@@ -148,12 +147,14 @@ impl Samples {
     /// Rebuilds a tenant's samples (all of them with `force`, else only the stale ones).
     pub async fn refresh_tenant(&self, tenant: &Tenant, force: bool) {
         for sample in self.registry.of_tenant(tenant) {
-            let (policy_id, graph) = sample
-                .merge_policy_id
-                .split_once('/')
-                .unwrap_or((&sample.merge_policy_id, "pdg"));
+            let graph = graph_name(sample.graph);
             if let Err(error) = self
-                .current(tenant, Some(policy_id.to_owned()), Some(graph), force)
+                .current(
+                    tenant,
+                    Some(sample.merge_policy_id.clone()),
+                    Some(graph),
+                    force,
+                )
                 .await
             {
                 tracing::warn!(%error, "cannot refresh sample");
@@ -207,7 +208,8 @@ impl Samples {
     }
 }
 
-fn graph_name(graph: IdentityGraph) -> &'static str {
+/// Returns the `graphType` word of an identity graph.
+pub fn graph_name(graph: IdentityGraph) -> &'static str {
     match graph {
         IdentityGraph::None => "none",
         IdentityGraph::Pdg => "pdg",

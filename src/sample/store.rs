@@ -25,7 +25,9 @@ use serde_json::Value;
 use crate::pql;
 use crate::profile::xid;
 use crate::sample::rank::{RankKey, SampleTier, sample_size_for};
-use crate::store::profiles::{MergePolicy, MergedProfile, ProfileStore, ProfileStoreError};
+use crate::store::profiles::{
+    IdentityGraph, MergePolicy, MergedProfile, ProfileStore, ProfileStoreError,
+};
 use crate::tenant::Tenant;
 
 /// Relative change of the store's profile count that triggers a rebuild.
@@ -92,6 +94,8 @@ impl SampledProfile {
 pub struct Sample {
     /// The merge policy id it was built with.
     pub merge_policy_id: String,
+    /// The identity graph it was built with (the policy's, or the preview's `graphType`).
+    pub graph: IdentityGraph,
     /// When it was built; relative dates in previews are evaluated at this instant, as Adobe does.
     pub built_at: DateTime<Utc>,
     /// Merged profiles in the store when it was built (N).
@@ -217,6 +221,7 @@ pub fn build_sample(
     }
     Ok(Sample {
         merge_policy_id: merge_policy_id.to_owned(),
+        graph: policy.identity_graph,
         built_at: now,
         store_size: seen,
         tier,
@@ -227,14 +232,19 @@ pub fn build_sample(
 /// The published samples, keyed by tenant and merge policy id.
 #[derive(Default)]
 pub struct SampleRegistry {
-    samples: DashMap<(Tenant, String), Arc<Sample>>,
+    samples: DashMap<(Tenant, String, IdentityGraph), Arc<Sample>>,
 }
 
 impl SampleRegistry {
-    /// Returns the current sample, if any.
-    pub fn get(&self, tenant: &Tenant, merge_policy_id: &str) -> Option<Arc<Sample>> {
+    /// Returns the current sample of a tenant, merge policy and identity graph, if any.
+    pub fn get(
+        &self,
+        tenant: &Tenant,
+        merge_policy_id: &str,
+        graph: IdentityGraph,
+    ) -> Option<Arc<Sample>> {
         self.samples
-            .get(&(tenant.clone(), merge_policy_id.to_owned()))
+            .get(&(tenant.clone(), merge_policy_id.to_owned(), graph))
             .map(|entry| entry.value().clone())
     }
 
@@ -242,7 +252,7 @@ impl SampleRegistry {
     pub fn publish(&self, tenant: &Tenant, sample: Sample) -> Arc<Sample> {
         let sample = Arc::new(sample);
         self.samples.insert(
-            (tenant.clone(), sample.merge_policy_id.clone()),
+            (tenant.clone(), sample.merge_policy_id.clone(), sample.graph),
             sample.clone(),
         );
         sample
@@ -385,6 +395,7 @@ mod tests {
         let now = Utc::now();
         let sample = Sample {
             merge_policy_id: "p".into(),
+            graph: IdentityGraph::Pdg,
             built_at: now,
             store_size: 1000,
             tier: SampleTier::WholeStore,

@@ -33,7 +33,7 @@ pub enum AttributeMerge {
 }
 
 /// Which fragments belong together (§9.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum IdentityGraph {
     /// Only fragments keyed by the identical identity merge; each distinct
     /// primary identity is one profile (with `none_merges_same_id = true`).
