@@ -633,7 +633,7 @@ impl Decoder<'_> {
             .iter()
             .map(|p| {
                 p.as_str()
-                    .filter(|s| is_name(s))
+                    .filter(|s| super::text::is_plain_ident(s))
                     .map(str::to_string)
                     .ok_or_else(|| {
                         self.fail(
@@ -774,7 +774,7 @@ impl Decoder<'_> {
 
     fn name(&self, o: &Map<String, Value>, key: &str, at: &str) -> DResult<String> {
         let s = self.string(o, key, at)?;
-        if is_name(&s) {
+        if super::text::is_plain_ident(&s) {
             Ok(s)
         } else {
             Err(self.fail(
@@ -995,9 +995,3 @@ const NODE_TYPES: [&str; 19] = [
     "aggregate",
     "chain",
 ];
-
-fn is_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
-}

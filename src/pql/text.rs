@@ -73,7 +73,8 @@ const RESERVED: [&str; 27] = [
     "where",
 ];
 
-fn is_plain_ident(name: &str) -> bool {
+/// Tells whether `name` can be written without backquotes: a letter or `_`, then letters, digits or `_`.
+pub(crate) fn is_plain_ident(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
         && chars.all(|c| c == '_' || c.is_alphanumeric())

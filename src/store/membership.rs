@@ -58,22 +58,7 @@ pub enum MembershipError {
     Corrupt(#[from] serde_json::Error),
 }
 
-macro_rules! storage_error_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for MembershipError {
-            fn from(error: $source) -> Self {
-                Self::Storage(error.into())
-            }
-        }
-    )*};
-}
-storage_error_from!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+crate::store::redb_errors_into!(MembershipError);
 
 /// The membership store; `Send + Sync`, shared through an `Arc`; every call is blocking.
 pub struct MembershipStore {

@@ -145,22 +145,7 @@ pub enum ProfileStoreError {
     GraphTooLarge(usize),
 }
 
-macro_rules! storage_error_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for ProfileStoreError {
-            fn from(error: $source) -> Self {
-                Self::Storage(error.into())
-            }
-        }
-    )*};
-}
-storage_error_from!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+crate::store::redb_errors_into!(ProfileStoreError);
 
 /// What one [`ProfileStore::apply_batch`] call stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
