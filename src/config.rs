@@ -43,8 +43,6 @@ pub struct Settings {
 pub struct SampleSettings {
     /// Time of day (`HH:MM`, UTC) the samples are rebuilt.
     pub daily_at: String,
-    /// Largest estimated size of a sample's parsed events; larger samples keep events as text.
-    pub parsed_events_budget_bytes: usize,
 }
 
 /// Preview job lifetime and queue.

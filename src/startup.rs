@@ -141,7 +141,6 @@ impl Application {
             ingestor.profiles().clone(),
             rank_key,
             clock.clone(),
-            settings.sample.parsed_events_budget_bytes,
         ));
         // Exports a crash interrupted run again (their batches were never published).
         let restarted = exports.recover().await?;

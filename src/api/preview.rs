@@ -79,6 +79,7 @@ impl From<SampleError> for ApiError {
             }
             SampleError::Metadata(error) => error.into(),
             SampleError::Profiles(error) => error.into(),
+            SampleError::Build(error) => ApiError::internal(error),
         }
     }
 }
@@ -132,7 +133,6 @@ pub async fn previews_create(
         )
         .await?;
     let new = NewPreview {
-        reads_events: pql::reads_events(&expr),
         tenant: scope.tenant.clone(),
         expression: request.predicate_expression,
         query,
@@ -249,14 +249,19 @@ pub async fn previews_get(
     let results: Vec<Value> = indexes
         .iter()
         .map(|index| {
-            let profile = &job.sample.profiles[*index as usize];
-            let related: serde_json::Map<String, Value> = profile
-                .identity_xids
-                .iter()
-                .filter(|xid| **xid != profile.xid)
-                .map(|xid| (xid.clone(), json!({"_href": href(xid)})))
+            let index = *index as usize;
+            let xid = job.sample.xid(index);
+            let related: serde_json::Map<String, Value> = job
+                .sample
+                .identity_xids(index)
+                .into_iter()
+                .filter(|other| other != xid)
+                .map(|other| {
+                    let link = json!({"_href": href(&other)});
+                    (other, link)
+                })
                 .collect();
-            json!({profile.xid.clone(): {"_href": href(&profile.xid), "endCustomerIds": related}})
+            json!({xid: {"_href": href(xid), "endCustomerIds": related}})
         })
         .collect();
     let link = |offset: usize| format!("/data/core/ups/preview/{id}?offset={offset}&limit={limit}");
@@ -300,7 +305,8 @@ fn describe(sample: &Sample, current_store_size: Option<u64>) -> Value {
         "mergePolicyId": sample.merge_policy_id,
         "graphType": crate::sample::service::graph_name(sample.graph),
         "sampleTime": sample.built_at.to_rfc3339(),
-        "sampleSize": sample.profiles.len(),
+        "sampleSize": sample.len(),
+        "sampleBytes": sample.heap_bytes(),
         "sampledStoreSize": sample.store_size,
         "storeSize": current_store_size,
         "tier": sample.tier,

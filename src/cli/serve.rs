@@ -64,9 +64,6 @@ pub struct ServeArgs {
     /// UTC time of day (HH:MM) of the daily sample job [key: sample.daily_at; default 07:30].
     #[arg(long, value_name = "HH:MM")]
     pub sample_daily_at: Option<String>,
-    /// Largest parsed-event size of a sample before events stay text [key: sample.parsed_events_budget_bytes; default 4 GiB].
-    #[arg(long, value_name = "BYTES")]
-    pub sample_parsed_events_budget_bytes: Option<usize>,
     /// Previews allowed to wait for a worker before 429 [key: preview.queue_limit; default 32].
     #[arg(long, value_name = "N")]
     pub preview_queue_limit: Option<usize>,
@@ -154,13 +151,6 @@ impl ServeArgs {
             &mut sample,
             "daily_at",
             self.sample_daily_at.clone().map(text),
-        );
-        set(
-            &mut sample,
-            "parsed_events_budget_bytes",
-            self.sample_parsed_events_budget_bytes
-                .map(|v| int(v as u64))
-                .transpose()?,
         );
         if !sample.is_empty() {
             root.insert("sample".into(), toml::Value::Table(sample));

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::estimate::{Estimate, RunningEstimate};
 use crate::pql::CompiledQuery;
+use crate::sample::columns::BoundQuery;
 use crate::sample::store::Sample;
 use crate::tenant::Tenant;
 
@@ -67,10 +68,8 @@ pub struct PreviewJob {
     pub sample: Arc<Sample>,
     /// Stop once the interval's relative half-width is at most this.
     pub target_relative_half_width: Option<f64>,
-    /// Whether the expression reads events (they are parsed only then).
-    reads_events: bool,
     progress: Mutex<Progress>,
-    /// Indexes into `sample.profiles` of the matches so far, in rank order.
+    /// Indexes into the sample of the matches so far, in rank order.
     matches: Mutex<Vec<u32>>,
     cancelled: AtomicBool,
 }
@@ -111,23 +110,23 @@ impl PreviewJob {
     /// Evaluates the job to the end (or cancellation, or the precision target). Blocking.
     fn run(&self, query: &CompiledQuery) {
         let sample = &self.sample;
-        let mut running =
-            match RunningEstimate::new(sample.store_size, sample.profiles.len() as u64) {
-                Ok(running) => running,
-                Err(error) => return self.fail(error.to_string()),
-            };
+        let mut running = match RunningEstimate::new(sample.store_size, sample.len() as u64) {
+            Ok(running) => running,
+            Err(error) => return self.fail(error.to_string()),
+        };
         self.publish(|progress| progress.state = PreviewState::Running);
         let now_ms = sample.built_at.timestamp_millis();
         let (mut read, mut matched, mut chunk) = (0usize, 0u64, FIRST_CHUNK);
         let mut namespace_matches: BTreeMap<String, u64> = BTreeMap::new();
-        while read < sample.profiles.len() {
+        let bound = sample.tables.bind(query);
+        while read < sample.len() {
             if self.cancelled.load(Ordering::Relaxed) {
                 return;
             }
-            let end = (read + chunk).min(sample.profiles.len());
-            let found = matches_in(sample, read..end, query, self.reads_events, now_ms);
+            let end = (read + chunk).min(sample.len());
+            let found = matches_in(sample, read..end, query, &bound, now_ms);
             for index in &found {
-                for namespace in &sample.profiles[*index as usize].namespaces {
+                for namespace in sample.namespaces(*index as usize) {
                     *namespace_matches.entry(namespace.clone()).or_default() += 1;
                 }
             }
@@ -141,7 +140,7 @@ impl PreviewJob {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .extend(found);
-            let done = read == sample.profiles.len()
+            let done = read == sample.len()
                 || self
                     .target_relative_half_width
                     .is_some_and(|target| estimate.relative_half_width() <= target);
@@ -178,12 +177,12 @@ fn matches_in(
     sample: &Sample,
     range: std::ops::Range<usize>,
     query: &CompiledQuery,
-    with_events: bool,
+    bound: &BoundQuery,
     now_ms: i64,
 ) -> Vec<u32> {
     let evaluate = |slice: std::ops::Range<usize>| -> Vec<u32> {
         slice
-            .filter(|index| sample.profiles[*index].matches(query, with_events, now_ms))
+            .filter(|index| query.matches_at(&sample.tables.row(bound, *index), now_ms))
             .map(|index| index as u32)
             .collect()
     };
@@ -239,8 +238,6 @@ pub struct NewPreview {
     pub expression: String,
     /// The compiled predicate.
     pub query: CompiledQuery,
-    /// Whether the predicate reads events ([`crate::pql::reads_events`]).
-    pub reads_events: bool,
     /// The sample to evaluate.
     pub sample: Arc<Sample>,
     /// Early-stop target, if any.
@@ -269,14 +266,13 @@ impl PreviewJobs {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(PreviewError::QueueFull(waiting));
         }
-        let initial =
-            match RunningEstimate::new(new.sample.store_size, new.sample.profiles.len() as u64) {
-                Ok(running) => running.estimate(),
-                Err(error) => {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err(PreviewError::Sample(error.to_string()));
-                }
-            };
+        let initial = match RunningEstimate::new(new.sample.store_size, new.sample.len() as u64) {
+            Ok(running) => running.estimate(),
+            Err(error) => {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return Err(PreviewError::Sample(error.to_string()));
+            }
+        };
         let query_id = uuid::Uuid::new_v4().to_string();
         let preview_id = crate::profile::xid::base64url(
             format!("0:app-{}:{query_id}:0", uuid::Uuid::new_v4()).as_bytes(),
@@ -288,7 +284,6 @@ impl PreviewJobs {
             created_at: new.now,
             sample: new.sample,
             target_relative_half_width: new.target_relative_half_width,
-            reads_events: new.reads_events,
             progress: Mutex::new(Progress {
                 state: PreviewState::New,
                 estimate: initial,

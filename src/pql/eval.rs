@@ -958,18 +958,24 @@ impl Node {
     }
 }
 
-/// Applies `f` to a string value, or existentially to the strings of a list. Non-strings are
-/// missing for string predicates.
+/// Applies `f` to a string value, or existentially to the strings of a list. An instant is seen
+/// as its canonical text (`YYYY-MM-DDTHH:MM:SS.mmmZ`), so a date-time field gives the same answer
+/// whether the store holds it as text or, like the columnar sample, as an instant. Other
+/// non-strings are missing for string predicates.
 fn any_str<'a>(cx: &Cx<'a>, v: &Val<'a>, mut f: impl FnMut(&str) -> bool) -> bool {
+    let mut test = |x: &Val<'_>| match x {
+        Val::Time(t) => f(&time::format_instant_millis(*t)),
+        other => other.as_str().is_some_and(&mut f),
+    };
     if is_multi(v) {
         let mut hit = false;
         each(cx, v, |x| {
-            hit = x.as_str().is_some_and(&mut f);
+            hit = test(&x);
             !hit
         });
         return hit;
     }
-    v.as_str().is_some_and(f)
+    test(v)
 }
 
 fn lookup<'a>(cx: &Cx<'a>, base: Val<'a>, path: &super::view::FieldPath) -> Val<'a> {

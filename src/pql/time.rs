@@ -120,8 +120,18 @@ pub fn parse_instant(s: &str) -> Option<i64> {
         .map(|d| d.timestamp_millis())
 }
 
-/// Renders epoch ms as RFC 3339 UTC with millisecond precision.
+/// Renders epoch ms as RFC 3339 UTC with millisecond precision, omitting a zero fraction.
 pub fn format_instant(ms: i64) -> String {
+    render_instant(ms, false)
+}
+
+/// Renders epoch ms as `YYYY-MM-DDTHH:MM:SS.mmmZ`, always with milliseconds: how XDM date-time
+/// values are written, and the form the columnar sample keeps as instants.
+pub fn format_instant_millis(ms: i64) -> String {
+    render_instant(ms, true)
+}
+
+fn render_instant(ms: i64, always_millis: bool) -> String {
     let days = ms.div_euclid(DAY_MS);
     let rem = ms.rem_euclid(DAY_MS);
     let (y, m, d) = civil_from_days(days);
@@ -131,7 +141,7 @@ pub fn format_instant(ms: i64) -> String {
         rem / 1000 % 60,
         rem % 1000,
     );
-    if f == 0 {
+    if f == 0 && !always_millis {
         format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
     } else {
         format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{f:03}Z")

@@ -5,6 +5,7 @@
 //! without replacement of the whole store (estimation.md §0, §6). [`rank`] owns the rank function
 //! and the sample-size tiers of api.md §3.5.
 
+pub mod columns;
 pub mod rank;
 pub mod service;
 pub mod store;

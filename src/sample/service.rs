@@ -13,7 +13,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use crate::clock::Clock;
 use crate::profile::policies::{self, PolicyError};
 use crate::sample::rank::RankKey;
-use crate::sample::store::{Sample, SampleRegistry, build_sample, is_stale};
+use crate::sample::store::{Sample, SampleBuildError, SampleRegistry, build_sample, is_stale};
 use crate::store::metadata::{MetadataStore, StoreError};
 use crate::store::profiles::{IdentityGraph, ProfileStore, ProfileStoreError};
 use crate::tenant::Tenant;
@@ -33,6 +33,9 @@ pub enum SampleError {
     /// The profile store failed.
     #[error(transparent)]
     Profiles(#[from] ProfileStoreError),
+    /// Building the sample failed.
+    #[error(transparent)]
+    Build(#[from] SampleBuildError),
 }
 
 /// Samples of every tenant; a cheap-to-share handle (`Arc`).
@@ -42,7 +45,6 @@ pub struct Samples {
     profiles: Arc<ProfileStore>,
     key: RankKey,
     clock: Arc<dyn Clock>,
-    parsed_events_budget: usize,
 }
 
 impl Samples {
@@ -52,7 +54,6 @@ impl Samples {
         profiles: Arc<ProfileStore>,
         key: RankKey,
         clock: Arc<dyn Clock>,
-        parsed_events_budget: usize,
     ) -> Self {
         Self {
             registry: SampleRegistry::default(),
@@ -60,7 +61,6 @@ impl Samples {
             profiles,
             key,
             clock,
-            parsed_events_budget,
         }
     }
 
@@ -117,28 +117,16 @@ impl Samples {
                 return Ok(sample);
             }
         }
-        let (profiles, build_tenant, key, budget) = (
-            self.profiles.clone(),
-            tenant.clone(),
-            self.key,
-            self.parsed_events_budget,
-        );
+        let (profiles, build_tenant, key) = (self.profiles.clone(), tenant.clone(), self.key);
         let sample = tokio::task::spawn_blocking(move || {
-            build_sample(
-                &profiles,
-                &build_tenant,
-                &policy_id,
-                &policy,
-                &key,
-                now,
-                budget,
-            )
+            build_sample(&profiles, &build_tenant, &policy_id, &policy, &key, now)
         })
         .await
         .map_err(|error| StoreError::Task(error.to_string()))??;
         tracing::info!(
-            profiles = sample.profiles.len(),
+            profiles = sample.len(),
             store = sample.store_size,
+            heap_bytes = sample.heap_bytes(),
             "sample built"
         );
         Ok(self.registry.publish(tenant, sample))

@@ -5,25 +5,21 @@
 //! by rank and published as an `Arc`: a running preview keeps the sample it started on while a new
 //! one replaces it for later previews.
 //!
-//! Representation: each sampled profile keeps its merged attributes as parsed JSON. Its events are
-//! parsed too when the whole sample's parsed events fit the memory budget (`sample.parsed_events_budget_bytes`),
-//! since parsed `serde_json` events cost ~10 KB each (a 200k-profile demo sample needed ~20 GB);
-//! otherwise they stay JSON text (their ~0.6 KB size) and only previews whose expression reads events
-//! ([`pql::reads_events`]) parse them, as they go. This is the simple row representation; the
-//! columnar one that `estimation.md` measures one to two orders of magnitude faster (and smaller) is
-//! not built yet.
+//! Representation: columnar ([`crate::sample::columns`]): attributes and events flattened into
+//! typed, dictionary-encoded columns that a compiled query binds once, with per-profile keys (rank,
+//! XID, namespace set) beside them.
 //!
 //! When samples are rebuilt is the business of [`crate::sample::service`].
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde_json::Value;
 
-use crate::pql;
 use crate::profile::xid;
+use crate::sample::columns::{ColumnError, ProfileTables, ProfileTablesBuilder};
 use crate::sample::rank::{RankKey, SampleTier, sample_size_for};
 use crate::store::profiles::{
     IdentityGraph, MergePolicy, MergedProfile, ProfileStore, ProfileStoreError,
@@ -35,58 +31,15 @@ pub const REFRESH_CHANGE: f64 = 0.03;
 /// Age after which a sample is rebuilt at its next use.
 pub const MAX_AGE: chrono::Duration = chrono::Duration::days(3);
 
-/// One sampled profile.
-#[derive(Debug, Clone)]
-pub struct SampledProfile {
-    /// The keyed rank (sample order).
-    pub rank: u64,
-    /// The profile's XID (its primary identity's).
-    pub xid: String,
-    /// XIDs of all its identities.
-    pub identity_xids: Vec<String>,
-    /// Distinct namespaces of its identities, for the namespace distribution.
-    pub namespaces: Vec<String>,
-    /// Merged attributes.
-    pub attributes: Value,
-    /// Events, oldest first.
-    pub events: SampledEvents,
-}
-
-/// A sampled profile's events: parsed when the sample fits the memory budget, else JSON text parsed
-/// by each preview that reads events.
-#[derive(Debug, Clone)]
-pub enum SampledEvents {
-    /// Parsed once at build time (fast event previews).
-    Parsed(Vec<Value>),
-    /// Kept as text (a ~16x smaller sample; event previews parse as they go).
-    Text(Vec<Box<str>>),
-}
-
-/// Parsed `serde_json` events take about this many times their text size (measured on the demo
-/// data: ~10 KB per ~0.6 KB event).
-const PARSED_EXPANSION: usize = 16;
-
-impl SampledProfile {
-    /// Tells whether the profile matches `query` at `now_ms`; events are parsed only when the
-    /// expression reads them (`with_events`).
-    pub fn matches(&self, query: &pql::CompiledQuery, with_events: bool, now_ms: i64) -> bool {
-        match &self.events {
-            _ if !with_events => {
-                query.matches_at(&pql::JsonProfile::new(&self.attributes, &[]), now_ms)
-            }
-            SampledEvents::Parsed(events) => {
-                query.matches_at(&pql::JsonProfile::new(&self.attributes, events), now_ms)
-            }
-            SampledEvents::Text(texts) => {
-                // Text that does not parse (never the case for validated rows) cannot match anything.
-                let events: Vec<Value> = texts
-                    .iter()
-                    .filter_map(|event| serde_json::from_str(event).ok())
-                    .collect();
-                query.matches_at(&pql::JsonProfile::new(&self.attributes, &events), now_ms)
-            }
-        }
-    }
+/// Why a sample could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleBuildError {
+    /// Reading the profile store failed.
+    #[error(transparent)]
+    Store(#[from] ProfileStoreError),
+    /// The sample does not fit its columns.
+    #[error(transparent)]
+    Columns(#[from] ColumnError),
 }
 
 /// A sample of a tenant's store under one merge policy, sorted by rank.
@@ -102,67 +55,124 @@ pub struct Sample {
     pub store_size: u64,
     /// The tier of `api.md` §3.5.
     pub tier: SampleTier,
-    /// The sampled profiles (n of them), by increasing rank.
-    pub profiles: Vec<SampledProfile>,
+    /// The sampled profiles' attributes and events (n of them), by increasing rank.
+    pub tables: ProfileTables,
+    /// Per sampled profile: its rank, its XID (its primary identity's) and its set of identity
+    /// namespaces (an index into `namespace_sets`, for the namespace distribution).
+    ranks: Vec<u64>,
+    xids: Vec<Box<str>>,
+    namespace_set_of: Vec<u32>,
+    namespace_sets: Vec<Vec<String>>,
 }
 
-/// Heap entry ordered by rank only, so the heap's top is the largest kept rank.
-struct Ranked(SampledProfile);
+impl Sample {
+    /// Number of sampled profiles (n).
+    pub fn len(&self) -> usize {
+        self.ranks.len()
+    }
 
-impl PartialEq for Ranked {
-    fn eq(&self, other: &Self) -> bool {
-        (self.0.rank, &self.0.xid) == (other.0.rank, &other.0.xid)
+    /// Whether the sample is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ranks.is_empty()
     }
-}
-impl Eq for Ranked {}
-impl PartialOrd for Ranked {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+
+    /// The rank of sampled profile `index`.
+    pub fn rank(&self, index: usize) -> u64 {
+        self.ranks[index]
     }
-}
-impl Ord for Ranked {
-    // Ties on rank (a 2^-64 event) are broken by XID, so the sample is a function of the store.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0.rank, &self.0.xid).cmp(&(other.0.rank, &other.0.xid))
+
+    /// The XID of sampled profile `index` (its primary identity's).
+    pub fn xid(&self, index: usize) -> &str {
+        &self.xids[index]
+    }
+
+    /// The distinct identity namespaces of sampled profile `index`, sorted.
+    pub fn namespaces(&self, index: usize) -> &[String] {
+        &self.namespace_sets[self.namespace_set_of[index] as usize]
+    }
+
+    /// XIDs of the identities of sampled profile `index`, read from its `identityMap`.
+    pub fn identity_xids(&self, index: usize) -> Vec<String> {
+        let attributes = self.tables.attributes().materialize(index);
+        let Some(Value::Object(namespaces)) = attributes.get("identityMap") else {
+            return Vec::new();
+        };
+        namespaces
+            .iter()
+            .filter_map(|(namespace, ids)| Some((namespace, ids.as_array()?)))
+            .flat_map(|(namespace, ids)| {
+                ids.iter()
+                    .filter_map(|entry| entry.get("id")?.as_str())
+                    .map(|id| xid::encode(namespace, id))
+            })
+            .collect()
+    }
+
+    /// Approximate heap bytes of the sample (columns and per-profile keys).
+    pub fn heap_bytes(&self) -> usize {
+        self.tables.heap_bytes()
+            + self.ranks.capacity() * 8
+            + self.namespace_set_of.capacity() * 4
+            + self
+                .xids
+                .iter()
+                .map(|xid| xid.len() + std::mem::size_of::<Box<str>>())
+                .sum::<usize>()
     }
 }
 
-fn sampled(profile: &MergedProfile, key: &RankKey) -> Option<SampledProfile> {
-    let primary = profile
-        .identities
-        .iter()
-        .find(|identity| identity.primary)
-        .or(profile.identities.first())?;
-    let profile_xid = xid::encode(&primary.namespace, &primary.id);
-    let mut namespaces: Vec<String> = profile
-        .identities
-        .iter()
-        .map(|identity| identity.namespace.clone())
-        .collect();
-    namespaces.sort();
-    namespaces.dedup();
-    Some(SampledProfile {
-        rank: key.rank(&profile_xid),
-        identity_xids: profile
+/// A profile admitted to the bottom-k heap: its rank, XID (to break rank ties, so the sample is a
+/// function of the store) and its row in the staging tables. The heap's top is the largest rank.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    rank: u64,
+    xid: Box<str>,
+    row: u32,
+    namespace_set: u32,
+}
+
+/// Interns namespace sets: most profiles share one of a handful.
+#[derive(Default)]
+struct NamespaceSets {
+    sets: Vec<Vec<String>>,
+    index: HashMap<Vec<String>, u32>,
+}
+
+impl NamespaceSets {
+    fn intern(&mut self, profile: &MergedProfile) -> u32 {
+        let mut namespaces: Vec<String> = profile
             .identities
             .iter()
-            .map(|identity| xid::encode(&identity.namespace, &identity.id))
-            .collect(),
-        xid: profile_xid,
-        namespaces,
-        attributes: profile.attributes.clone(),
-        events: SampledEvents::Text(
-            profile
-                .events
-                .iter()
-                .map(|event| event.json.clone().into_boxed_str())
-                .collect(),
-        ),
-    })
+            .map(|identity| identity.namespace.clone())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        if let Some(code) = self.index.get(&namespaces) {
+            return *code;
+        }
+        let code = self.sets.len() as u32;
+        self.sets.push(namespaces.clone());
+        self.index.insert(namespaces, code);
+        code
+    }
 }
 
-/// Builds a sample in one pass over the tenant's merged profiles; its events are parsed when their
-/// estimated parsed size fits `parsed_events_budget` bytes, else kept as text.
+/// Appends a merged profile (attributes and parsed events) to the staging tables.
+fn stage(builder: &mut ProfileTablesBuilder, profile: &MergedProfile) -> Result<(), ColumnError> {
+    // Stored events were validated JSON when ingested; one that no longer parses is skipped.
+    let events: Vec<Value> = profile
+        .events
+        .iter()
+        .filter_map(|event| serde_json::from_str(&event.json).ok())
+        .collect();
+    builder.push(&profile.attributes, &events)
+}
+
+/// Builds a sample in one pass over the tenant's merged profiles.
+///
+/// Profiles enter columnar staging tables as the bottom-k heap admits them (k(1 + ln(N/k)) of
+/// them in expectation for a store in random order, all of them under 1M); the kept ones are then
+/// copied in rank order into the published tables.
 pub fn build_sample(
     store: &ProfileStore,
     tenant: &Tenant,
@@ -170,62 +180,96 @@ pub fn build_sample(
     policy: &MergePolicy,
     key: &RankKey,
     now: DateTime<Utc>,
-    parsed_events_budget: usize,
-) -> Result<Sample, ProfileStoreError> {
+) -> Result<Sample, SampleBuildError> {
     // The tier needs N before the pass; the pass's own count is authoritative for the sample.
-    let expected = store.profile_count(tenant)?;
-    let (capacity, _) = sample_size_for(expected);
+    let (capacity, _) = sample_size_for(store.profile_count(tenant)?);
     let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
-    let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(capacity.min(1 << 20) + 1);
+    build_bottom_k(store, tenant, merge_policy_id, policy, key, now, capacity)
+}
+
+/// [`build_sample`] keeping at most `capacity` profiles (the tier's size for the expected N).
+fn build_bottom_k(
+    store: &ProfileStore,
+    tenant: &Tenant,
+    merge_policy_id: &str,
+    policy: &MergePolicy,
+    key: &RankKey,
+    now: DateTime<Utc>,
+    capacity: usize,
+) -> Result<Sample, SampleBuildError> {
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(capacity.min(1 << 20) + 1);
+    let mut staging = ProfileTablesBuilder::default();
+    let mut namespace_sets = NamespaceSets::default();
     let mut seen = 0u64;
+    let mut failure = None;
     store.scan(tenant, policy, |profile| {
         seen += 1;
-        let Some(candidate) = sampled(profile, key) else {
+        let Some(primary) = profile
+            .identities
+            .iter()
+            .find(|identity| identity.primary)
+            .or(profile.identities.first())
+        else {
             return;
         };
-        if heap.len() < capacity {
-            heap.push(Ranked(candidate));
-        } else if heap
-            .peek()
-            .is_some_and(|largest| candidate.rank < largest.0.rank)
-        {
+        let profile_xid = xid::encode(&primary.namespace, &primary.id);
+        let rank = key.rank(&profile_xid);
+        let admitted = heap.len() < capacity
+            || heap.peek().is_some_and(|largest| {
+                (rank, profile_xid.as_str()) < (largest.rank, &*largest.xid)
+            });
+        if !admitted || failure.is_some() {
+            return;
+        }
+        let Ok(row) = u32::try_from(staging.len()) else {
+            failure = Some(ColumnError::TooLarge("profiles".into()));
+            return;
+        };
+        if let Err(error) = stage(&mut staging, profile) {
+            failure = Some(error);
+            return;
+        }
+        heap.push(Candidate {
+            rank,
+            xid: profile_xid.into(),
+            row,
+            namespace_set: namespace_sets.intern(profile),
+        });
+        if heap.len() > capacity {
             heap.pop();
-            heap.push(Ranked(candidate));
         }
     })?;
-    let (size, tier) = sample_size_for(seen);
-    let mut profiles: Vec<SampledProfile> = heap
-        .into_sorted_vec()
-        .into_iter()
-        .map(|ranked| ranked.0)
-        .collect();
-    profiles.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-    let text_bytes: usize = profiles
-        .iter()
-        .map(|profile| match &profile.events {
-            SampledEvents::Text(texts) => texts.iter().map(|text| text.len()).sum(),
-            SampledEvents::Parsed(_) => 0,
-        })
-        .sum();
-    if text_bytes.saturating_mul(PARSED_EXPANSION) <= parsed_events_budget {
-        for profile in &mut profiles {
-            if let SampledEvents::Text(texts) = &profile.events {
-                // Text that does not parse (never the case for validated rows) cannot match anything.
-                let parsed = texts
-                    .iter()
-                    .filter_map(|text| serde_json::from_str(text).ok())
-                    .collect();
-                profile.events = SampledEvents::Parsed(parsed);
-            }
-        }
+    if let Some(error) = failure {
+        return Err(error.into());
     }
+    let (size, tier) = sample_size_for(seen);
+    let mut kept = heap.into_sorted_vec();
+    kept.truncate(usize::try_from(size).unwrap_or(usize::MAX).min(capacity));
+    let staged = staging.finish();
+    let mut tables = ProfileTablesBuilder::default();
+    let (mut ranks, mut xids, mut namespace_set_of) = (
+        Vec::with_capacity(kept.len()),
+        Vec::with_capacity(kept.len()),
+        Vec::with_capacity(kept.len()),
+    );
+    for candidate in kept {
+        tables.copy_profile(&staged, candidate.row as usize)?;
+        ranks.push(candidate.rank);
+        xids.push(candidate.xid);
+        namespace_set_of.push(candidate.namespace_set);
+    }
+    drop(staged);
     Ok(Sample {
         merge_policy_id: merge_policy_id.to_owned(),
         graph: policy.identity_graph,
         built_at: now,
         store_size: seen,
         tier,
-        profiles,
+        tables: tables.finish(),
+        ranks,
+        xids,
+        namespace_set_of,
+        namespace_sets: namespace_sets.sets,
     })
 }
 
@@ -290,117 +334,127 @@ pub fn is_stale(sample: &Sample, current_store_size: u64, now: DateTime<Utc>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pql::{self, ProfileView};
+    use crate::store::profiles::RecordKind;
     use serde_json::json;
 
+    /// A store of `count` profiles `c{i}` with attribute `n = i` and `i % 4` events each.
     fn store_with(count: usize) -> (tempfile::TempDir, ProfileStore, Tenant) {
         let dir = tempfile::tempdir().unwrap();
         let store = ProfileStore::open(dir.path()).unwrap();
         let tenant = Tenant::new("o", "prod");
+        let identity =
+            |index: usize| json!({"CRMID": [{"id": format!("c{index}"), "primary": true}]});
         let rows: Vec<Value> = (0..count)
-            .map(|index| json!({"identityMap": {"CRMID": [{"id": format!("c{index}"), "primary": true}]}, "n": index}))
+            .map(|index| json!({"identityMap": identity(index), "n": index}))
             .collect();
         store
-            .apply_batch(
-                &tenant,
-                "d",
-                crate::store::profiles::RecordKind::Profile,
-                rows,
-            )
+            .apply_batch(&tenant, "d", RecordKind::Profile, rows)
+            .unwrap();
+        let events: Vec<Value> = (0..count)
+            .flat_map(|index| (0..index % 4).map(move |view| (index, view)))
+            .map(|(index, view)| {
+                json!({"_id": format!("e{index}-{view}"), "timestamp": "2026-01-01T00:00:00.000Z",
+                       "eventType": "view", "identityMap": identity(index)})
+            })
+            .collect();
+        store
+            .apply_batch(&tenant, "web", RecordKind::Event, events)
             .unwrap();
         (dir, store, tenant)
+    }
+
+    fn sample_of(store: &ProfileStore, tenant: &Tenant, key: RankKey, capacity: usize) -> Sample {
+        build_bottom_k(
+            store,
+            tenant,
+            "p",
+            &MergePolicy::default(),
+            &key,
+            Utc::now(),
+            capacity,
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_small_store_is_sampled_whole_in_rank_order() {
         let (_dir, store, tenant) = store_with(500);
-        let key = RankKey::new(1, 2);
         let sample = build_sample(
             &store,
             &tenant,
             "p",
             &MergePolicy::default(),
-            &key,
+            &RankKey::new(1, 2),
             Utc::now(),
-            usize::MAX,
         )
         .unwrap();
         assert_eq!(sample.store_size, 500);
-        assert_eq!(sample.profiles.len(), 500);
+        assert_eq!(sample.len(), 500);
         assert_eq!(sample.tier, SampleTier::WholeStore);
-        assert!(
-            sample
-                .profiles
-                .windows(2)
-                .all(|pair| pair[0].rank <= pair[1].rank)
-        );
+        assert!((1..sample.len()).all(|index| sample.rank(index - 1) <= sample.rank(index)));
         // Another key orders the same profiles differently.
-        let other = build_sample(
-            &store,
-            &tenant,
-            "p",
-            &MergePolicy::default(),
-            &RankKey::new(3, 4),
-            Utc::now(),
-            usize::MAX,
-        )
-        .unwrap();
-        assert_ne!(sample.profiles[0].xid, other.profiles[0].xid);
+        let other = sample_of(&store, &tenant, RankKey::new(3, 4), usize::MAX);
+        assert_ne!(sample.xid(0), other.xid(0));
     }
 
     #[test]
-    fn events_are_parsed_within_the_budget_and_kept_as_text_beyond_it_with_the_same_answers() {
-        let (_dir, store, tenant) = store_with(20);
-        let events: Vec<Value> = (0..20)
-            .flat_map(|index| (0..index % 4).map(move |view| (index, view)))
-            .map(|(index, view)| {
-                json!({"_id": format!("e{index}-{view}"), "timestamp": "2026-01-01T00:00:00Z", "eventType": "view",
-                       "identityMap": {"CRMID": [{"id": format!("c{index}"), "primary": true}]}})
+    fn a_bottom_k_sample_keeps_the_smallest_ranks_with_their_own_attributes_and_events() {
+        let (_dir, store, tenant) = store_with(500);
+        let key = RankKey::new(5, 6);
+        let sample = sample_of(&store, &tenant, key, 50);
+        let mut ranks: Vec<(u64, String)> = (0..500)
+            .map(|index| {
+                let profile_xid = xid::encode("CRMID", &format!("c{index}"));
+                (key.rank(&profile_xid), profile_xid)
             })
             .collect();
-        store
-            .apply_batch(
-                &tenant,
-                "web",
-                crate::store::profiles::RecordKind::Event,
-                events,
+        ranks.sort();
+        assert_eq!(sample.len(), 50);
+        let query = pql::compile(&pql::parse("n >= 0", pql::PqlFormat::Text).unwrap()).unwrap();
+        let bound = sample.tables.bind(&query);
+        for (index, (rank, profile_xid)) in ranks.iter().take(50).enumerate() {
+            assert_eq!(
+                (sample.rank(index), sample.xid(index)),
+                (*rank, profile_xid.as_str())
+            );
+            let n = sample.tables.attributes().materialize(index)["n"]
+                .as_u64()
+                .unwrap() as usize;
+            assert_eq!(xid::encode("CRMID", &format!("c{n}")), *profile_xid);
+            assert_eq!(sample.tables.row(&bound, index).event_count(), n % 4);
+            assert_eq!(sample.namespaces(index), ["crmid"]);
+            assert_eq!(sample.identity_xids(index), [profile_xid.clone()]);
+        }
+    }
+
+    #[test]
+    fn event_predicates_count_each_profiles_own_events() {
+        let (_dir, store, tenant) = store_with(40);
+        let sample = sample_of(&store, &tenant, RankKey::new(1, 2), usize::MAX);
+        let query = pql::compile(
+            &pql::parse(
+                r#"xEvent[eventType = "view"].count() >= 2"#,
+                pql::PqlFormat::Text,
             )
-            .unwrap();
-        let query = pql::compile(&pql::parse("xEvent.count() >= 2", pql::PqlFormat::Text).unwrap())
-            .unwrap();
-        let count = |budget: usize| {
-            let sample = build_sample(
-                &store,
-                &tenant,
-                "p",
-                &MergePolicy::default(),
-                &RankKey::new(1, 2),
-                Utc::now(),
-                budget,
-            )
-            .unwrap();
-            let parsed = matches!(sample.profiles[0].events, SampledEvents::Parsed(_));
-            let matched = sample
-                .profiles
-                .iter()
-                .filter(|profile| profile.matches(&query, true, 0))
-                .count();
-            (parsed, matched)
-        };
-        assert_eq!(count(usize::MAX), (true, 10));
-        assert_eq!(count(0), (false, 10));
+            .unwrap(),
+        )
+        .unwrap();
+        let bound = sample.tables.bind(&query);
+        let matched = (0..sample.len())
+            .filter(|index| query.matches_at(&sample.tables.row(&bound, *index), 0))
+            .count();
+        // Profiles with i % 4 in {2, 3}.
+        assert_eq!(matched, 20);
     }
 
     #[test]
     fn staleness_follows_the_three_percent_and_three_day_rules() {
+        let (_dir, store, tenant) = store_with(0);
         let now = Utc::now();
-        let sample = Sample {
-            merge_policy_id: "p".into(),
-            graph: IdentityGraph::Pdg,
-            built_at: now,
-            store_size: 1000,
-            tier: SampleTier::WholeStore,
-            profiles: vec![],
-        };
+        let mut sample = sample_of(&store, &tenant, RankKey::new(1, 2), usize::MAX);
+        sample.built_at = now;
+        sample.store_size = 1000;
         assert!(!is_stale(&sample, 1030, now));
         assert!(is_stale(&sample, 1031, now));
         assert!(is_stale(&sample, 969, now));
