@@ -4,15 +4,16 @@
 //! `chain`.
 //!
 //! Each evaluation benchmark runs twice: over [`JsonProfile`] (profiles as `serde_json::Value`)
-//! and over a small columnar store that binds the query's interned [`FieldPath`] ids to its
-//! columns once, which is the design the [`ProfileView`] trait is made for.
+//! and over the sample's columnar tables ([`ProfileTables`]), which bind the query's interned
+//! field-path ids to their columns once.
 //!
 //! Run with `cargo bench --bench pql`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use segmentd::pql::{self, FieldPath, JsonProfile, PqlFormat, ProfileView, Val};
+use segmentd::pql::{self, JsonProfile, PqlFormat};
+use segmentd::sample::columns::{ProfileTables, ProfileTablesBuilder};
 use serde_json::{Value, json};
 
 const PROFILES: usize = 1_000;
@@ -49,7 +50,7 @@ fn json_store() -> Vec<(Value, Vec<Value>)> {
             let events = (0..EVENTS_PER_PROFILE)
                 .map(|e| {
                     let ts = chrono::DateTime::from_timestamp_millis(event_ts(p, e)).expect("valid");
-                    json!({"_id": format!("e{e}"), "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "eventType": event_type(p, e)})
+                    json!({"_id": format!("e{e}"), "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "eventType": event_type(p, e)})
                 })
                 .collect();
             (profile, events)
@@ -57,105 +58,13 @@ fn json_store() -> Vec<(Value, Vec<Value>)> {
         .collect()
 }
 
-/// A columnar store: one vector per attribute, events flattened with offsets.
-struct Columns {
-    name: Vec<String>,
-    age: Vec<i64>,
-    country: Vec<&'static str>,
-    event_start: Vec<usize>,
-    event_ts: Vec<i64>,
-    event_type: Vec<&'static str>,
-}
-
-#[derive(Clone, Copy)]
-enum Col {
-    Name,
-    Age,
-    Country,
-    EventTs,
-    EventType,
-    Unknown,
-}
-
-impl Columns {
-    fn new() -> Self {
-        let mut c = Columns {
-            name: vec![],
-            age: vec![],
-            country: vec![],
-            event_start: vec![0],
-            event_ts: vec![],
-            event_type: vec![],
-        };
-        for p in 0..PROFILES {
-            c.name.push(NAMES[p % NAMES.len()].to_string());
-            c.age.push(18 + (p % 60) as i64);
-            c.country.push(if p % 3 == 0 { "CA" } else { "US" });
-            for e in 0..EVENTS_PER_PROFILE {
-                c.event_ts.push(event_ts(p, e));
-                c.event_type.push(event_type(p, e));
-            }
-            c.event_start.push(c.event_ts.len());
-        }
-        c
+/// The same profiles in the sample's columnar tables.
+fn columnar(store: &[(Value, Vec<Value>)]) -> ProfileTables {
+    let mut builder = ProfileTablesBuilder::default();
+    for (profile, events) in store {
+        builder.push(profile, events).expect("fits");
     }
-
-    /// Resolves the query's paths to columns once; the result is indexed by `FieldPath::id`.
-    fn bind(&self, paths: &[FieldPath]) -> Vec<Col> {
-        paths
-            .iter()
-            .map(|p| match p.dotted().as_str() {
-                "person.name" => Col::Name,
-                "person.age" => Col::Age,
-                "homeAddress.countryISO" => Col::Country,
-                "timestamp" => Col::EventTs,
-                "eventType" => Col::EventType,
-                _ => Col::Unknown,
-            })
-            .collect()
-    }
-}
-
-struct Row<'a> {
-    store: &'a Columns,
-    binding: &'a [Col],
-    row: usize,
-}
-
-impl ProfileView for Row<'_> {
-    fn attribute(&self, path: &FieldPath) -> Val<'_> {
-        match self.binding[path.id() as usize] {
-            Col::Name => Val::Str(&self.store.name[self.row]),
-            Col::Age => Val::Int(self.store.age[self.row]),
-            Col::Country => Val::Str(self.store.country[self.row]),
-            _ => Val::Null,
-        }
-    }
-
-    fn event_count(&self) -> usize {
-        self.store.event_start[self.row + 1] - self.store.event_start[self.row]
-    }
-
-    fn event_attribute(&self, index: usize, path: &FieldPath) -> Val<'_> {
-        let i = self.store.event_start[self.row] + index;
-        match self.binding[path.id() as usize] {
-            Col::EventTs => Val::Time(self.store.event_ts[i]),
-            Col::EventType => Val::Str(self.store.event_type[i]),
-            _ => Val::Null,
-        }
-    }
-
-    fn profile_value(&self) -> Val<'_> {
-        Val::Null
-    }
-
-    fn event_value(&self, _index: usize) -> Val<'_> {
-        Val::Null
-    }
-
-    fn in_segment(&self, _segment_id: &str) -> bool {
-        false
-    }
+    builder.finish()
 }
 
 const CASES: [(&str, &str); 4] = [
@@ -195,22 +104,15 @@ fn parse_and_check(c: &mut Criterion) {
 
 fn evaluate(c: &mut Criterion) {
     let store = json_store();
-    let columns = Columns::new();
+    let columns = columnar(&store);
     // Sanity: both stores give the same answers, so the numbers compare like with like.
     for (_, src) in CASES {
         let q = pql::compile(&pql::parse(src, PqlFormat::Text).expect("parses")).expect("compiles");
-        let binding = columns.bind(q.field_paths());
+        let binding = columns.bind(&q);
         let (mut a, mut b) = (0, 0);
         for (p, (profile, events)) in store.iter().enumerate() {
             a += usize::from(q.matches_at(&JsonProfile::new(profile, events), NOW_MS));
-            b += usize::from(q.matches_at(
-                &Row {
-                    store: &columns,
-                    binding: &binding,
-                    row: p,
-                },
-                NOW_MS,
-            ));
+            b += usize::from(q.matches_at(&columns.row(&binding, p), NOW_MS));
         }
         assert_eq!(a, b, "{src}");
         assert!(
@@ -230,20 +132,11 @@ fn evaluate(c: &mut Criterion) {
                     .count()
             })
         });
-        let binding = columns.bind(q.field_paths());
+        let binding = columns.bind(&q);
         g.bench_function(format!("{name}/columnar"), |b| {
             b.iter(|| {
                 (0..PROFILES)
-                    .filter(|&row| {
-                        q.matches_at(
-                            &Row {
-                                store: &columns,
-                                binding: &binding,
-                                row,
-                            },
-                            NOW_MS,
-                        )
-                    })
+                    .filter(|&row| q.matches_at(&columns.row(&binding, row), NOW_MS))
                     .count()
             })
         });

@@ -34,8 +34,8 @@
 //! names the same instant in another notation (`"2024-01-01T00:00:00+00:00"`) is equal here and
 //! unequal on the JSON. Null JSON values are dropped, as the JSON view treats them as missing.
 
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::cell::OnceCell;
-use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -123,6 +123,19 @@ impl Codes {
         }
     }
 
+    fn len(&self) -> usize {
+        match self {
+            Codes::U8(codes) => codes.len(),
+            Codes::U16(codes) => codes.len(),
+            Codes::U32(codes) => codes.len(),
+        }
+    }
+
+    fn select(&self, slots: &[usize], dictionary_len: usize) -> Codes {
+        let codes = slots.iter().map(|slot| self.get(*slot) as u32).collect();
+        Codes::narrow(codes, dictionary_len)
+    }
+
     fn get(&self, slot: usize) -> usize {
         match self {
             Codes::U8(codes) => codes[slot] as usize,
@@ -208,6 +221,22 @@ enum Presence {
 }
 
 impl Presence {
+    /// Presence from a bitmap of `rows` rows.
+    fn from_words(mut words: Vec<u64>, rows: usize) -> Presence {
+        let present: usize = words.iter().map(|word| word.count_ones() as usize).sum();
+        if present == rows {
+            return Presence::All;
+        }
+        words.shrink_to_fit();
+        let mut before = Vec::with_capacity(words.len());
+        let mut count = 0u32;
+        for word in &words {
+            before.push(count);
+            count += word.count_ones();
+        }
+        Presence::Sparse { words, before }
+    }
+
     fn slot(&self, row: usize) -> Option<usize> {
         match self {
             Presence::All => Some(row),
@@ -242,6 +271,50 @@ enum Values {
 }
 
 impl Values {
+    fn len(&self) -> usize {
+        match self {
+            Values::Bool(values) => values.len(),
+            Values::Int(values) | Values::Time(values) => values.len(),
+            Values::Double(values) => values.len(),
+            Values::Dictionary { codes, .. } | Values::Json { codes, .. } => codes.len(),
+            Values::Plain(strings) => strings.len(),
+            Values::Mixed(cells) => cells.len(),
+        }
+    }
+
+    /// The values at `slots`, in that order.
+    fn select(self, slots: &[usize]) -> Values {
+        fn gather<T: Copy>(values: &[T], slots: &[usize]) -> Vec<T> {
+            slots.iter().map(|slot| values[*slot]).collect()
+        }
+        match self {
+            Values::Bool(values) => Values::Bool(gather(&values, slots)),
+            Values::Int(values) => Values::Int(gather(&values, slots)),
+            Values::Double(values) => Values::Double(gather(&values, slots)),
+            Values::Time(values) => Values::Time(gather(&values, slots)),
+            Values::Dictionary { codes, dictionary } => Values::Dictionary {
+                codes: codes.select(slots, dictionary.len()),
+                dictionary,
+            },
+            Values::Json { codes, dictionary } => Values::Json {
+                codes: codes.select(slots, dictionary.len()),
+                dictionary,
+            },
+            Values::Plain(strings) => {
+                let mut selected = Strings::default();
+                for slot in slots {
+                    // The selection is never larger than the source, which fitted.
+                    selected.push(strings.get(*slot));
+                }
+                selected.shrink();
+                Values::Plain(selected)
+            }
+            Values::Mixed(cells) => {
+                Values::Mixed(slots.iter().map(|slot| cells[*slot].clone()).collect())
+            }
+        }
+    }
+
     fn cell(&self, slot: usize) -> Cell<'_> {
         match self {
             Values::Bool(values) => Cell::Bool(values[slot]),
@@ -328,6 +401,64 @@ pub struct Table {
 }
 
 impl Table {
+    /// Indexes `columns` by key, object prefix and membership status, dropping empty columns.
+    fn from_columns(rows: usize, columns: Vec<Column>) -> Table {
+        let columns: Vec<Column> = columns
+            .into_iter()
+            .filter(|column| column.values.len() > 0)
+            .collect();
+        let mut object_keys = HashSet::new();
+        let mut membership_status: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut by_key = HashMap::new();
+        for (index, column) in columns.iter().enumerate() {
+            let segments = &column.segments;
+            for length in 1..segments.len() {
+                object_keys.insert(key_of(&segments[..length]).into_boxed_str());
+            }
+            if let [first, _namespace, segment_id, last] = &**segments
+                && &**first == "segmentMembership"
+                && &**last == "status"
+            {
+                membership_status
+                    .entry(segment_id.clone())
+                    .or_default()
+                    .push(index);
+            }
+            by_key.insert(key_of(segments).into_boxed_str(), index);
+        }
+        Table {
+            rows,
+            columns,
+            by_key,
+            object_keys,
+            membership_status,
+        }
+    }
+
+    /// The table of rows `rows` (in that order), column by column; dictionaries are kept.
+    fn select(self, rows: &[usize]) -> Table {
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|column| {
+                let mut words = vec![0u64; rows.len().div_ceil(64)];
+                let mut slots = Vec::new();
+                for (new_row, row) in rows.iter().enumerate() {
+                    if let Some(slot) = column.presence.slot(*row) {
+                        words[new_row / 64] |= 1 << (new_row % 64);
+                        slots.push(slot);
+                    }
+                }
+                Column {
+                    segments: column.segments,
+                    presence: Presence::from_words(words, rows.len()),
+                    values: column.values.select(&slots),
+                }
+            })
+            .collect();
+        Table::from_columns(rows.len(), columns)
+    }
+
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows
@@ -470,6 +601,18 @@ struct StringsBuilder {
 const DEDUP_TRIAL: usize = 4096;
 
 impl StringsBuilder {
+    /// Removes the last value (a dictionary entry it added stays, unused).
+    fn pop(&mut self) {
+        match self.plain {
+            true => {
+                self.dictionary.ends.pop();
+                let end = self.dictionary.ends.last().map_or(0, |end| *end as usize);
+                self.dictionary.bytes.truncate(end);
+            }
+            false => drop(self.codes.pop()),
+        }
+    }
+
     fn push(&mut self, value: &str, may_pack: bool) -> Option<()> {
         if self.plain {
             self.dictionary.push(value)?;
@@ -545,6 +688,18 @@ enum ValuesBuilder {
 }
 
 impl ValuesBuilder {
+    /// Removes the last value.
+    fn pop(&mut self) {
+        match self {
+            ValuesBuilder::Empty => {}
+            ValuesBuilder::Bool(values) => drop(values.pop()),
+            ValuesBuilder::Int(values) | ValuesBuilder::Time(values) => drop(values.pop()),
+            ValuesBuilder::Double(values) => drop(values.pop()),
+            ValuesBuilder::Str(strings) | ValuesBuilder::Json(strings) => strings.pop(),
+            ValuesBuilder::Mixed(cells) => drop(cells.pop()),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             ValuesBuilder::Empty => 0,
@@ -672,6 +827,8 @@ pub struct TableBuilder {
     rows: usize,
     columns: Vec<ColumnBuilder>,
     by_key: HashMap<Box<str>, usize>,
+    /// A column error met while flattening text, reported once parsing stops.
+    failure: Option<ColumnError>,
 }
 
 impl TableBuilder {
@@ -684,26 +841,68 @@ impl TableBuilder {
     pub fn push_row(&mut self, row: &Value) -> Result<(), ColumnError> {
         if let Value::Object(fields) = row {
             let mut key = String::new();
-            self.push_fields(fields, &mut key)?;
+            self.push_fields(fields, &mut key, true)?;
         }
         self.rows += 1;
         Ok(())
+    }
+
+    /// Appends a row given as JSON text, flattening it while it is parsed (no intermediate
+    /// `serde_json::Value` except for arrays). Returns `false`, appending nothing, when the text
+    /// is not a JSON object.
+    pub fn push_text_row(&mut self, text: &str) -> Result<bool, ColumnError> {
+        let mut key = String::new();
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let parsed = serde::de::DeserializeSeed::deserialize(
+            Flatten {
+                builder: self,
+                key: &mut key,
+                top: true,
+            },
+            &mut deserializer,
+        );
+        if let Some(error) = self.failure.take() {
+            return Err(error);
+        }
+        let ok = parsed.is_ok() && deserializer.end().is_ok();
+        match ok {
+            true => self.rows += 1,
+            // Drop whatever a malformed row pushed before the parser gave up.
+            false => self.clear_row(),
+        }
+        Ok(ok)
+    }
+
+    /// Removes the values pushed for the current (unfinished) row.
+    fn clear_row(&mut self) {
+        let (word, bit) = (self.rows / 64, self.rows % 64);
+        for column in &mut self.columns {
+            if column
+                .words
+                .get(word)
+                .is_some_and(|bits| bits & (1 << bit) != 0)
+            {
+                column.words[word] &= !(1 << bit);
+                column.values.pop();
+            }
+        }
     }
 
     fn push_fields(
         &mut self,
         fields: &Map<String, Value>,
         key: &mut String,
+        top: bool,
     ) -> Result<(), ColumnError> {
         for (name, value) in fields {
             let length = key.len();
-            if length > 0 {
+            if !top {
                 key.push(SEPARATOR);
             }
             key.push_str(name);
             match value {
                 Value::Null => {}
-                Value::Object(inner) if !inner.is_empty() => self.push_fields(inner, key)?,
+                Value::Object(inner) if !inner.is_empty() => self.push_fields(inner, key, false)?,
                 Value::Object(_) | Value::Array(_) => {
                     self.push_cell(key, Cell::Json(&value.to_string()))?;
                 }
@@ -753,70 +952,148 @@ impl TableBuilder {
             .ok_or_else(|| ColumnError::TooLarge(key.replace(SEPARATOR, ".")))
     }
 
-    /// Appends row `row` of `table` as it is.
-    pub fn copy_row(&mut self, table: &Table, row: usize) -> Result<(), ColumnError> {
-        for column in &table.columns {
-            if let Some(cell) = column.cell(row) {
-                self.push_cell(&key_of(&column.segments), cell)?;
-            }
-        }
-        self.rows += 1;
-        Ok(())
-    }
-
     /// Finishes the table.
     pub fn finish(self) -> Table {
         let rows = self.rows;
-        let mut object_keys = HashSet::new();
-        let mut membership_status: HashMap<Box<str>, Vec<usize>> = HashMap::new();
-        let mut by_key = HashMap::new();
-        let columns: Vec<Column> = self
+        let columns = self
             .columns
             .into_iter()
-            .enumerate()
-            .map(|(index, builder)| {
-                let segments: Box<[Box<str>]> =
-                    builder.key.split(SEPARATOR).map(Box::from).collect();
-                for length in 1..segments.len() {
-                    object_keys.insert(key_of(&segments[..length]).into_boxed_str());
-                }
-                if let [first, _namespace, segment_id, last] = &*segments
-                    && &**first == "segmentMembership"
-                    && &**last == "status"
-                {
-                    membership_status
-                        .entry(segment_id.clone())
-                        .or_default()
-                        .push(index);
-                }
-                by_key.insert(builder.key, index);
-                let present = builder.values.len();
-                let presence = if present == rows {
-                    Presence::All
-                } else {
-                    let mut words = builder.words;
-                    words.shrink_to_fit();
-                    let mut before = Vec::with_capacity(words.len());
-                    let mut count = 0u32;
-                    for word in &words {
-                        before.push(count);
-                        count += word.count_ones();
-                    }
-                    Presence::Sparse { words, before }
-                };
-                Column {
-                    segments,
-                    presence,
-                    values: builder.values.finish(),
-                }
+            .map(|builder| Column {
+                segments: builder.key.split(SEPARATOR).map(Box::from).collect(),
+                presence: Presence::from_words(builder.words, rows),
+                values: builder.values.finish(),
             })
             .collect();
-        Table {
-            rows,
-            columns,
-            by_key,
-            object_keys,
-            membership_status,
+        Table::from_columns(rows, columns)
+    }
+}
+
+/// Streams one JSON value into a [`TableBuilder`] at `key` (a row's top-level object when `top`).
+struct Flatten<'b> {
+    builder: &'b mut TableBuilder,
+    key: &'b mut String,
+    top: bool,
+}
+
+impl Flatten<'_> {
+    fn push<E: serde::de::Error>(self, cell: Cell<'_>) -> Result<(), E> {
+        if self.top {
+            return Err(E::custom("a row must be a JSON object"));
+        }
+        if let Err(error) = self.builder.push_cell(self.key, cell) {
+            self.builder.failure = Some(error);
+            return Err(E::custom("column error"));
+        }
+        Ok(())
+    }
+
+    fn push_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        match canonical_instant(text) {
+            Some(instant) => self.push(Cell::Time(instant)),
+            None => self.push(Cell::Str(text)),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// A field name, borrowed from the text unless it has escapes.
+struct FieldName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = FieldName<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName(std::borrow::Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(FieldName(std::borrow::Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<(), E> {
+        self.push(Cell::Bool(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<(), E> {
+        self.push(Cell::Int(value))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<(), E> {
+        // As `serde_json::Number::as_i64`: integers beyond i64 are doubles.
+        match i64::try_from(value) {
+            Ok(int) => self.push(Cell::Int(int)),
+            Err(_) => self.push(Cell::Double(value as f64)),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<(), E> {
+        self.push(Cell::Double(value))
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<(), E> {
+        self.push_str(text)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        self.push_str(text)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        if self.top {
+            return Err(E::custom("a row must be a JSON object"));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, sequence: A) -> Result<(), A::Error> {
+        let array: Value = serde::Deserialize::deserialize(
+            serde::de::value::SeqAccessDeserializer::new(sequence),
+        )?;
+        self.push(Cell::Json(&array.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Flatten { builder, key, top } = self;
+        let mut empty = true;
+        while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
+            empty = false;
+            let length = key.len();
+            if !top {
+                key.push(SEPARATOR);
+            }
+            key.push_str(&name);
+            map.next_value_seed(Flatten {
+                builder: &mut *builder,
+                key: &mut *key,
+                top: false,
+            })?;
+            key.truncate(length);
+        }
+        match empty && !top {
+            true => Flatten { builder, key, top }.push(Cell::Json("{}")),
+            false => Ok(()),
         }
     }
 }
@@ -850,6 +1127,21 @@ impl ProfileTablesBuilder {
         self.event_ends.is_empty()
     }
 
+    /// Appends a profile and its events given as JSON text (oldest first); an event that is not a
+    /// JSON object is skipped.
+    pub fn push_with_event_texts<'e>(
+        &mut self,
+        attributes: &Value,
+        events: impl IntoIterator<Item = &'e str>,
+    ) -> Result<(), ColumnError> {
+        self.attributes.push_row(attributes)?;
+        for event in events {
+            self.events.push_text_row(event)?;
+        }
+        self.event_ends.push(self.events.rows());
+        Ok(())
+    }
+
     /// Appends a profile and its events (oldest first).
     pub fn push<'e>(
         &mut self,
@@ -859,16 +1151,6 @@ impl ProfileTablesBuilder {
         self.attributes.push_row(attributes)?;
         for event in events {
             self.events.push_row(event)?;
-        }
-        self.event_ends.push(self.events.rows());
-        Ok(())
-    }
-
-    /// Appends profile `row` of `tables` with its events.
-    pub fn copy_profile(&mut self, tables: &ProfileTables, row: usize) -> Result<(), ColumnError> {
-        self.attributes.copy_row(&tables.attributes, row)?;
-        for event_row in tables.event_range(row) {
-            self.events.copy_row(&tables.events, event_row)?;
         }
         self.event_ends.push(self.events.rows());
         Ok(())
@@ -886,6 +1168,21 @@ impl ProfileTablesBuilder {
 }
 
 impl ProfileTables {
+    /// The tables of profiles `rows` (in that order) with their events.
+    pub fn select(self, rows: &[usize]) -> ProfileTables {
+        let mut event_rows = Vec::new();
+        let mut event_ends = Vec::with_capacity(rows.len());
+        for row in rows {
+            event_rows.extend(self.event_range(*row));
+            event_ends.push(event_rows.len());
+        }
+        ProfileTables {
+            attributes: self.attributes.select(rows),
+            events: self.events.select(&event_rows),
+            event_ends,
+        }
+    }
+
     /// Number of profiles.
     pub fn len(&self) -> usize {
         self.event_ends.len()
@@ -1224,40 +1521,78 @@ mod tests {
     }
 
     #[test]
-    fn mostly_distinct_strings_are_packed_and_copies_keep_every_value() {
-        let mut builder = ProfileTablesBuilder::default();
-        for index in 0..5000 {
-            let events: Vec<Value> = (0..index % 3)
-                .map(|event| json!({"_id": format!("e{index}-{event}"), "eventType": "view"}))
-                .collect();
-            builder
-                .push(
-                    &json!({"email": format!("user{index}@example.com"), "n": index}),
-                    &events,
-                )
-                .unwrap();
-        }
-        let tables = builder.finish();
+    fn mostly_distinct_strings_are_packed_and_selections_keep_every_value() {
+        let build = || {
+            let mut builder = ProfileTablesBuilder::default();
+            for index in 0..5000 {
+                let events: Vec<Value> = (0..index % 3)
+                    .map(|event| json!({"_id": format!("e{index}-{event}"), "eventType": "view"}))
+                    .collect();
+                let rare = (index % 1000 == 0).then_some(index);
+                builder
+                    .push(&json!({"email": format!("user{index}@example.com"), "n": index, "rare": rare}), &events)
+                    .unwrap();
+            }
+            builder.finish()
+        };
+        let tables = build();
         let email = &tables.attributes.columns[tables.attributes.by_key["email"]];
         assert!(matches!(email.values, Values::Plain(_)));
-        let mut copy = ProfileTablesBuilder::default();
-        for row in (0..tables.len()).rev() {
-            copy.copy_profile(&tables, row).unwrap();
-        }
-        let copy = copy.finish();
-        for row in [0, 1, 2, 4998, 4999] {
-            let original = tables.len() - 1 - row;
+        // Every other profile, newest first; the rare column survives only where selected.
+        let rows: Vec<usize> = (0..5000).rev().step_by(2).collect();
+        let selected = build().select(&rows);
+        assert_eq!(selected.len(), 2500);
+        for (new_row, row) in rows.iter().enumerate() {
             assert_eq!(
-                copy.attributes.materialize(row),
-                tables.attributes.materialize(original)
+                selected.attributes.materialize(new_row),
+                tables.attributes.materialize(*row)
             );
             assert_eq!(
-                copy.event_range(row).len(),
-                tables.event_range(original).len()
+                selected.event_range(new_row).len(),
+                tables.event_range(*row).len()
             );
-            for (a, b) in copy.event_range(row).zip(tables.event_range(original)) {
-                assert_eq!(copy.events.materialize(a), tables.events.materialize(b));
+            for (a, b) in selected.event_range(new_row).zip(tables.event_range(*row)) {
+                assert_eq!(selected.events.materialize(a), tables.events.materialize(b));
             }
         }
+        let none = build().select(&[1, 3]);
+        assert!(!none.attributes.by_key.contains_key("rare"));
+    }
+
+    #[test]
+    fn rows_flattened_from_text_equal_rows_flattened_from_values() {
+        let rows = [
+            json!({"_id": "e1", "timestamp": "2024-06-14T10:00:00.000Z", "eventType": "commerce.purchases",
+                   "identityMap": {"ECID": [{"id": "1", "primary": true}]}, "empty": {}, "nothing": null,
+                   "commerce": {"order": {"priceTotal": 12.5, "units": 3, "huge": 18446744073709551615u64}},
+                   "escaped\"key": "tab\tand \u{e9}", "nested": {"deeper": {"leaf": false}},
+                   "productListItems": [{"SKU": "a", "quantity": 2}, {"SKU": "b"}]}),
+            json!({"_id": "e2", "timestamp": "not a time", "eventType": 7}),
+            json!({}),
+        ];
+        let (mut from_values, mut from_text) = (TableBuilder::default(), TableBuilder::default());
+        for row in &rows {
+            from_values.push_row(row).unwrap();
+            assert!(from_text.push_text_row(&row.to_string()).unwrap());
+        }
+        for malformed in [
+            "[1, 2]",
+            "\"text\"",
+            "{\"a\": 1",
+            "{\"a\": 1} trailing",
+            "null",
+        ] {
+            assert!(!from_text.push_text_row(malformed).unwrap(), "{malformed}");
+        }
+        let (from_values, from_text) = (from_values.finish(), from_text.finish());
+        assert_eq!(from_text.rows(), rows.len());
+        for row in 0..rows.len() {
+            assert_eq!(from_text.materialize(row), from_values.materialize(row));
+        }
+        assert_eq!(
+            from_text.materialize(0)["productListItems"][0]["SKU"],
+            json!("a")
+        );
+        assert_eq!(from_text.materialize(0)["empty"], json!({}));
     }
 }

@@ -157,22 +157,11 @@ impl NamespaceSets {
     }
 }
 
-/// Appends a merged profile (attributes and parsed events) to the staging tables.
-fn stage(builder: &mut ProfileTablesBuilder, profile: &MergedProfile) -> Result<(), ColumnError> {
-    // Stored events were validated JSON when ingested; one that no longer parses is skipped.
-    let events: Vec<Value> = profile
-        .events
-        .iter()
-        .filter_map(|event| serde_json::from_str(&event.json).ok())
-        .collect();
-    builder.push(&profile.attributes, &events)
-}
-
 /// Builds a sample in one pass over the tenant's merged profiles.
 ///
 /// Profiles enter columnar staging tables as the bottom-k heap admits them (k(1 + ln(N/k)) of
 /// them in expectation for a store in random order, all of them under 1M); the kept ones are then
-/// copied in rank order into the published tables.
+/// selected, column by column, in rank order.
 pub fn build_sample(
     store: &ProfileStore,
     tenant: &Tenant,
@@ -225,7 +214,8 @@ fn build_bottom_k(
             failure = Some(ColumnError::TooLarge("profiles".into()));
             return;
         };
-        if let Err(error) = stage(&mut staging, profile) {
+        let events = profile.events.iter().map(|event| event.json.as_str());
+        if let Err(error) = staging.push_with_event_texts(&profile.attributes, events) {
             failure = Some(error);
             return;
         }
@@ -245,27 +235,28 @@ fn build_bottom_k(
     let (size, tier) = sample_size_for(seen);
     let mut kept = heap.into_sorted_vec();
     kept.truncate(usize::try_from(size).unwrap_or(usize::MAX).min(capacity));
-    let staged = staging.finish();
-    let mut tables = ProfileTablesBuilder::default();
+    let rows: Vec<usize> = kept
+        .iter()
+        .map(|candidate| candidate.row as usize)
+        .collect();
+    let tables = staging.finish().select(&rows);
     let (mut ranks, mut xids, mut namespace_set_of) = (
         Vec::with_capacity(kept.len()),
         Vec::with_capacity(kept.len()),
         Vec::with_capacity(kept.len()),
     );
     for candidate in kept {
-        tables.copy_profile(&staged, candidate.row as usize)?;
         ranks.push(candidate.rank);
         xids.push(candidate.xid);
         namespace_set_of.push(candidate.namespace_set);
     }
-    drop(staged);
     Ok(Sample {
         merge_policy_id: merge_policy_id.to_owned(),
         graph: policy.identity_graph,
         built_at: now,
         store_size: seen,
         tier,
-        tables: tables.finish(),
+        tables,
         ranks,
         xids,
         namespace_set_of,
