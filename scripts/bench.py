@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -62,7 +63,12 @@ def main():
             base = server.stdout.readline().strip().split(" on ")[1]
             started = time.perf_counter()
             call(base, "POST", "/data/core/ups/previewsamplestatus")
-            print(f"sample build ({profiles} profiles, whole-store tier): {time.perf_counter() - started:.2f} s")
+            print(f"sample build ({profiles} profiles): {time.perf_counter() - started:.2f} s")
+            status = call(base, "GET", "/data/core/ups/previewsamplestatus")
+            for sample in status.get("samples", [status]):
+                if "sampleBytes" in sample and sample.get("sampleSize"):
+                    print(f"sample memory: {sample['sampleBytes'] / sample['sampleSize']:,.0f} bytes/profile "
+                          f"({sample['sampleBytes'] / 1e6:,.0f} MB for {sample['sampleSize']} profiles, tier {sample['tier']})")
             queries = {
                 "attribute": 'person.gender = "male" and homeAddress.countryCode = "US"',
                 "string (case-insensitive)": 'person.name.lastName.startsWith("mi", false)',
@@ -74,11 +80,22 @@ def main():
                 print(f"preview {label}: first estimate {first * 1000:.0f} ms, RESULT_READY {ready * 1000:.0f} ms, "
                       f"matched {estimate['profilesMatchedSoFar']} of {estimate['profilesReadSoFar']}")
             if shutil.which("wrk"):
+                # Previews keep running on the server while wrk polls an estimate.
+                stop = threading.Event()
+
+                def keep_previews_running():
+                    while not stop.is_set():
+                        preview(base, queries["two-step chain"])
+
+                background = threading.Thread(target=keep_previews_running, daemon=True)
+                background.start()
                 result = subprocess.run(["wrk", "-t2", "-c32", "-d5s", "-H", "x-api-key: demo", "-H", "Authorization: Bearer demo",
                                          "-H", "x-gw-ims-org-id: demo@AdobeOrg", f"{base}/data/core/ups/estimate/{preview_id}"],
                                         capture_output=True, text=True, check=True)
+                stop.set()
+                background.join()
                 rate = [line for line in result.stdout.splitlines() if "Requests/sec" in line]
-                print("GET /estimate throughput (wrk -t2 -c32 -d5s): " + (rate[0].split(":")[1].strip() if rate else "n/a") + " req/s")
+                print("GET /estimate throughput while previews run (wrk -t2 -c32 -d5s): " + (rate[0].split(":")[1].strip() if rate else "n/a") + " req/s")
             definitions = []
             for index, expression in enumerate(list(queries.values()) + ['loyalty.tier = "gold"', "loyalty.points > 1000",
                                                                           'homeAddress.countryCode in ["US", "CA"]',

@@ -7,6 +7,7 @@
 //! membership store in one transaction only when the job succeeds, so a failed or cancelled job
 //! changes nothing. Relative dates use the job's start time.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -493,7 +494,7 @@ struct ProfileWork {
 }
 
 impl ProfileWork {
-    fn from_profile(profile: &crate::store::profiles::MergedProfile) -> Option<Self> {
+    fn from_profile(profile: crate::store::profiles::MergedProfile) -> Option<Self> {
         let primary = profile
             .identities
             .iter()
@@ -509,19 +510,26 @@ impl ProfileWork {
         Some(Self {
             xid: xid::encode(&primary.namespace, &primary.id),
             namespaces,
-            attributes: profile.attributes.clone(),
-            events: profile
-                .events
-                .iter()
-                .map(|event| event.json.clone())
-                .collect(),
+            attributes: profile.attributes,
+            events: profile.events.into_iter().map(|event| event.json).collect(),
         })
     }
 }
 
+/// A definition of a group, compiled, with what it reads.
+struct CompiledDefinition<'a> {
+    definition: &'a SegmentDefinition,
+    query: CompiledQuery,
+    /// Whether it reads memberships (`inSegment` or a `segmentMembership` path): only then does
+    /// the profile get this job's `segmentMembership` before it is evaluated.
+    reads_memberships: bool,
+}
+
 /// The fixed inputs of evaluating one group of definitions (one merge policy).
 struct GroupContext<'a> {
-    compiled: &'a [(&'a SegmentDefinition, CompiledQuery)],
+    compiled: &'a [CompiledDefinition<'a>],
+    /// Whether any definition reads events: otherwise they are not parsed.
+    reads_events: bool,
     /// Memberships before this group: stored ones, updated by earlier groups of this job.
     current: &'a HashMap<String, Memberships>,
     now_ms: i64,
@@ -570,21 +578,33 @@ impl Partial {
 /// and, when a status changed, the profile's new memberships.
 fn evaluate_profile(work: ProfileWork, context: &GroupContext<'_>, partial: &mut Partial) {
     // Events whose stored JSON does not parse cannot match anything.
-    let events: Vec<Value> = work
-        .events
-        .iter()
-        .filter_map(|event| serde_json::from_str(event).ok())
-        .collect();
-    let mut memberships = context.current.get(&work.xid).cloned().unwrap_or_default();
+    let events: Vec<Value> = match context.reads_events {
+        true => work
+            .events
+            .iter()
+            .filter_map(|event| serde_json::from_str(event).ok())
+            .collect(),
+        false => Vec::new(),
+    };
+    // Copied only when this profile's memberships change.
+    let mut memberships: Cow<'_, Memberships> = match context.current.get(&work.xid) {
+        Some(stored) => Cow::Borrowed(stored),
+        None => Cow::Owned(Memberships::new()),
+    };
     let mut attributes = work.attributes;
     let mut changed = false;
     let metrics = &mut partial.metrics;
-    for (definition, query) in context.compiled {
+    for CompiledDefinition {
+        definition,
+        query,
+        reads_memberships,
+    } in context.compiled
+    {
         // inSegment sees this job's results for earlier definitions, and stored ones for others.
-        if let Value::Object(object) = &mut attributes {
+        if *reads_memberships && let Value::Object(object) = &mut attributes {
             object.insert(
                 "segmentMembership".into(),
-                json!({UPS_NAMESPACE: &memberships}),
+                json!({UPS_NAMESPACE: &*memberships}),
             );
         }
         let qualifies =
@@ -627,7 +647,7 @@ fn evaluate_profile(work: ProfileWork, context: &GroupContext<'_>, partial: &mut
                     .or_default()
                     .entry(label.into())
                     .or_default() += 1;
-                memberships.insert(
+                memberships.to_mut().insert(
                     definition.id.clone(),
                     Membership {
                         status,
@@ -638,15 +658,20 @@ fn evaluate_profile(work: ProfileWork, context: &GroupContext<'_>, partial: &mut
                 changed = true;
             }
             Some((_, false)) => {
-                if let Some(entry) = memberships.get_mut(&definition.id) {
-                    entry.version = Some(definition.version.to_string());
+                let version = definition.version.to_string();
+                if memberships
+                    .get(&definition.id)
+                    .is_some_and(|entry| entry.version.as_deref() != Some(version.as_str()))
+                    && let Some(entry) = memberships.to_mut().get_mut(&definition.id)
+                {
+                    entry.version = Some(version);
                 }
             }
             None => {}
         }
     }
     if changed {
-        partial.updates.insert(work.xid, memberships);
+        partial.updates.insert(work.xid, memberships.into_owned());
     }
 }
 
@@ -705,17 +730,30 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
     };
 
     for (policy, policy_id, members) in &groups {
-        let compiled: Vec<(&SegmentDefinition, CompiledQuery)> = members
+        let mut reads_events = false;
+        let compiled: Vec<CompiledDefinition> = members
             .iter()
             .map(|(definition, _)| {
                 let expr = definitions::parse_expression(&definition.expression)
                     .map_err(|error| error.to_string())?;
+                reads_events |= pql::reads_events(&expr);
                 let query = pql::compile(&expr).map_err(|errors| format!("{errors:?}"))?;
-                Ok((definition, query))
+                let reads_memberships = !query.referenced_segments().is_empty()
+                    || query.field_paths().iter().any(|path| {
+                        path.segments()
+                            .first()
+                            .is_some_and(|first| &**first == "segmentMembership")
+                    });
+                Ok(CompiledDefinition {
+                    definition,
+                    query,
+                    reads_memberships,
+                })
             })
             .collect::<Result<_, String>>()?;
         let context = GroupContext {
             compiled: &compiled,
+            reads_events,
             current: &current,
             now_ms,
             now_text: &now_text,

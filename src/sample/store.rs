@@ -223,7 +223,7 @@ fn build_bottom_k(
             rank,
             xid: profile_xid.into(),
             row,
-            namespace_set: namespace_sets.intern(profile),
+            namespace_set: namespace_sets.intern(&profile),
         });
         if heap.len() > capacity {
             heap.pop();

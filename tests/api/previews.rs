@@ -212,6 +212,7 @@ async fn the_sample_is_rebuilt_when_the_store_grows_by_more_than_three_percent()
     .await;
     assert_eq!(status["samples"][0]["sampleSize"], 1_000);
     assert_eq!(status["samples"][0]["tier"], "wholeStore");
+    assert!(status["samples"][0]["sampleBytes"].as_u64().unwrap() > 0);
 
     // 2% more: the sample stays; the next preview still reads 1,000 profiles.
     ingest_people(&app, &dataset, 1_000, 20).await;

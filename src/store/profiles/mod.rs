@@ -337,7 +337,7 @@ impl ProfileStore {
         &self,
         tenant: &Tenant,
         policy: &MergePolicy,
-        mut f: impl FnMut(&MergedProfile),
+        mut f: impl FnMut(MergedProfile),
     ) -> Result<ScanStats, ProfileStoreError> {
         let txn = self.db.begin_read()?;
         let mut stats = ScanStats::default();
@@ -353,7 +353,7 @@ impl ProfileStore {
         let mut chunks: Vec<redb::AccessGuard<'static, &[u8]>> = Vec::new();
         let mut emit = |profile: MergedProfile| {
             stats.profiles += 1;
-            f(&profile);
+            f(profile);
         };
         let mut skipped = 0;
         let mut finish = |header: &redb::AccessGuard<'static, &[u8]>,
