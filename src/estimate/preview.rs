@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::estimate::{Estimate, RunningEstimate};
 use crate::pql::CompiledQuery;
-use crate::sample::columns::BoundQuery;
+use crate::sample::columns::PreparedQuery;
 use crate::sample::store::Sample;
 use crate::tenant::Tenant;
 
@@ -118,13 +118,13 @@ impl PreviewJob {
         let now_ms = sample.built_at.timestamp_millis();
         let (mut read, mut matched, mut chunk) = (0usize, 0u64, FIRST_CHUNK);
         let mut namespace_matches: BTreeMap<String, u64> = BTreeMap::new();
-        let bound = sample.tables.bind(query);
+        let prepared = sample.tables.prepare(query, now_ms);
         while read < sample.len() {
             if self.cancelled.load(Ordering::Relaxed) {
                 return;
             }
             let end = (read + chunk).min(sample.len());
-            let found = matches_in(sample, read..end, query, &bound, now_ms);
+            let found = matches_in(sample, read..end, &prepared);
             for index in &found {
                 for namespace in sample.namespaces(*index as usize) {
                     *namespace_matches.entry(namespace.clone()).or_default() += 1;
@@ -176,16 +176,10 @@ const PARALLEL_CHUNK: usize = 2_048;
 fn matches_in(
     sample: &Sample,
     range: std::ops::Range<usize>,
-    query: &CompiledQuery,
-    bound: &BoundQuery,
-    now_ms: i64,
+    prepared: &PreparedQuery<'_>,
 ) -> Vec<u32> {
-    let evaluate = |slice: std::ops::Range<usize>| -> Vec<u32> {
-        slice
-            .filter(|index| query.matches_at(&sample.tables.row(bound, *index), now_ms))
-            .map(|index| index as u32)
-            .collect()
-    };
+    let evaluate =
+        |slice: std::ops::Range<usize>| -> Vec<u32> { sample.tables.matching(prepared, slice) };
     let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     if threads < 2 || range.len() < PARALLEL_CHUNK {
         return evaluate(range);

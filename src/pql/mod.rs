@@ -88,6 +88,7 @@ pub mod functions;
 pub mod json;
 pub mod lexer;
 pub mod parser;
+pub mod plan;
 pub mod regex;
 pub mod schema;
 pub mod text;

@@ -39,6 +39,10 @@ use std::cell::OnceCell;
 
 use serde_json::{Map, Value};
 
+mod kernels;
+
+pub use kernels::PreparedQuery;
+
 use crate::pql::view::walk_json;
 use crate::pql::{CompiledQuery, FieldPath, ProfileView, Val, time};
 
@@ -1459,6 +1463,16 @@ mod tests {
             if got != want || query.matches(&row, now) != query.matches(&json_view, now) {
                 differences.push(format!("{source}: columns {got:?}, json {want:?}"));
             }
+            // Column-at-a-time evaluation over the whole table agrees with row-by-row.
+            let now_ms = now.timestamp_millis();
+            let by_rows: Vec<u32> = (0..tables.len())
+                .filter(|row| query.matches_at(&tables.row(&bound, *row), now_ms))
+                .map(|row| row as u32)
+                .collect();
+            let prepared = tables.prepare(&query, now_ms);
+            if tables.matching(&prepared, 0..tables.len()) != by_rows {
+                differences.push(format!("{source}: column-at-a-time differs"));
+            }
         }
         (differences, instant_columns)
     }
@@ -1594,5 +1608,71 @@ mod tests {
             json!("a")
         );
         assert_eq!(from_text.materialize(0)["empty"], json!({}));
+    }
+
+    #[test]
+    fn column_at_a_time_evaluation_matches_row_by_row() {
+        let mut builder = ProfileTablesBuilder::default();
+        let countries = ["US", "CA", "us", "MX"];
+        for index in 0..3000usize {
+            let mut profile = json!({
+                "person": {"gender": (["male", "female"][index % 2]), "lastName": (["Mills", "Smith", "MIX", "Doe"][index % 4])},
+                "homeAddress": {"countryCode": (countries[index % 4])},
+                "loyalty": {"member": (index % 3 == 0), "points": index},
+            });
+            if index % 5 == 0 {
+                profile["homeAddress"] = json!(null);
+            }
+            // A mixed column: strings and numbers (evaluated per row).
+            profile["loyalty"]["level"] = match index % 11 {
+                0 => json!(3),
+                _ => json!(["gold", "silver"][index % 2]),
+            };
+            let events: Vec<Value> = (0..index % 4)
+                .map(|event| json!({"eventType": (["view", "purchase"][event % 2]), "timestamp": "2024-06-01T00:00:00.000Z"}))
+                .collect();
+            builder.push(&profile, &events).unwrap();
+        }
+        let tables = builder.finish();
+        let now_ms = 1_718_452_800_000;
+        for source in [
+            r#"person.gender = "male" and homeAddress.countryCode = "US""#,
+            r#"person.lastName.startsWith("mi", false)"#,
+            r#"person.lastName.startsWith("Mi") or loyalty.member"#,
+            r#"not (homeAddress.countryCode in ["US", "CA"]) and loyalty.points > 100"#,
+            r#"homeAddress.countryCode.isNull() or homeAddress.countryCode != "MX""#,
+            r#"loyalty.member = false and xEvent[eventType = "purchase"].count() > 0"#,
+            r#"nobody.here = "x" or person.gender.equals("MALE", false)"#,
+            r#"homeAddress.countryCode like "U%" and not loyalty.member"#,
+            r#"loyalty.level = "gold" or loyalty.level > 2"#,
+        ] {
+            let query = pql::compile(&pql::parse(source, PqlFormat::Text).unwrap()).unwrap();
+            let bound = tables.bind(&query);
+            let by_rows: Vec<u32> = (0..tables.len())
+                .filter(|row| query.matches_at(&tables.row(&bound, *row), now_ms))
+                .map(|row| row as u32)
+                .collect();
+            let prepared = tables.prepare(&query, now_ms);
+            assert!(
+                !by_rows.is_empty() && by_rows.len() < tables.len(),
+                "{source}"
+            );
+            assert_eq!(
+                prepared.tabulated_leaves() > 0,
+                !source.starts_with("loyalty.level"),
+                "{source}"
+            );
+            assert_eq!(
+                tables.matching(&prepared, 0..tables.len()),
+                by_rows,
+                "{source}"
+            );
+            let offset: Vec<u32> = by_rows
+                .iter()
+                .copied()
+                .filter(|row| (100..700).contains(row))
+                .collect();
+            assert_eq!(tables.matching(&prepared, 100..700), offset, "{source}");
+        }
     }
 }

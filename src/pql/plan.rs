@@ -1,0 +1,278 @@
+//! Splitting a compiled predicate for column-at-a-time evaluation.
+//!
+//! [`CompiledQuery::plan`] exposes a predicate's `and` / `or` / `not` structure over leaves, and
+//! singles out the leaves whose value depends on one profile attribute only (`country = "US"`,
+//! `name.startsWith("jo", false)`, `tier in ["gold", "platinum"]`). A columnar store evaluates
+//! such a leaf once per distinct value of the attribute's dictionary and then reads the answer by
+//! code for every row, instead of walking the expression tree per row.
+//!
+//! # Exactness
+//!
+//! A leaf is evaluated by the same evaluator as the whole predicate, on a view that answers only
+//! its attribute, so its truth for a value is the truth it has in any row holding that value. The
+//! row evaluator makes a predicate false when any part of it raised an evaluation error; a leaf
+//! that raises one reports [`Outcome::Error`], and the caller then evaluates the whole predicate
+//! on that row (the reference). Evaluating both sides of an `and` / `or` where the row evaluator
+//! would short-circuit can therefore only cost time, never change an answer.
+
+use super::CompiledQuery;
+use super::compile::{LikeArg, Node, RegexArg};
+use super::eval::Cx;
+use super::view::{FieldPath, ProfileView, Val};
+
+/// The boolean structure of a predicate over its leaves.
+#[derive(Debug)]
+pub enum Plan<'q> {
+    /// Both hold.
+    And(Box<Plan<'q>>, Box<Plan<'q>>),
+    /// Either holds.
+    Or(Box<Plan<'q>>, Box<Plan<'q>>),
+    /// The (two-valued) negation.
+    Not(Box<Plan<'q>>),
+    /// A leaf whose value depends only on the profile attribute at the path (and on `now`).
+    Attribute(Leaf<'q>, &'q FieldPath),
+    /// Any other leaf: evaluated per row.
+    Row(Leaf<'q>),
+}
+
+/// A sub-predicate evaluated on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Leaf<'q>(&'q Node);
+
+/// The result of evaluating a leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// False.
+    False,
+    /// True.
+    True,
+    /// Evaluation raised an error: evaluate the whole predicate on the row instead.
+    Error,
+}
+
+impl Outcome {
+    /// `a and b` of the row evaluator, where either side's error means "decide per row".
+    pub fn and(self, other: Outcome) -> Outcome {
+        match (self, other) {
+            (Outcome::Error, _) | (_, Outcome::Error) => Outcome::Error,
+            (Outcome::True, Outcome::True) => Outcome::True,
+            _ => Outcome::False,
+        }
+    }
+
+    /// `a or b`, with the same rule for errors.
+    pub fn or(self, other: Outcome) -> Outcome {
+        match (self, other) {
+            (Outcome::Error, _) | (_, Outcome::Error) => Outcome::Error,
+            (Outcome::False, Outcome::False) => Outcome::False,
+            _ => Outcome::True,
+        }
+    }
+
+    /// Two-valued negation; an error stays an error.
+    pub fn not(self) -> Outcome {
+        match self {
+            Outcome::True => Outcome::False,
+            Outcome::False => Outcome::True,
+            Outcome::Error => Outcome::Error,
+        }
+    }
+}
+
+impl Leaf<'_> {
+    /// Evaluates the leaf on `view` at `now_ms`.
+    pub fn test(&self, view: &dyn ProfileView, now_ms: i64) -> Outcome {
+        let cx = Cx::new(view, now_ms);
+        let hit = self.0.test(&cx, None);
+        match (cx.error.take(), hit) {
+            (Some(_), _) => Outcome::Error,
+            (None, true) => Outcome::True,
+            (None, false) => Outcome::False,
+        }
+    }
+
+    /// Evaluates the leaf for a profile whose attribute at `path` is `value` (nothing else is
+    /// read by an [`Plan::Attribute`] leaf).
+    pub fn test_value(&self, path: &FieldPath, value: Val<'_>, now_ms: i64) -> Outcome {
+        self.test(
+            &OneAttribute {
+                id: path.id(),
+                value,
+            },
+            now_ms,
+        )
+    }
+}
+
+/// A profile with a single attribute.
+struct OneAttribute<'v> {
+    id: u32,
+    value: Val<'v>,
+}
+
+impl ProfileView for OneAttribute<'_> {
+    fn attribute(&self, path: &FieldPath) -> Val<'_> {
+        match path.id() == self.id {
+            true => self.value.clone(),
+            false => Val::Null,
+        }
+    }
+
+    fn event_count(&self) -> usize {
+        0
+    }
+
+    fn event_attribute(&self, _index: usize, _path: &FieldPath) -> Val<'_> {
+        Val::Null
+    }
+
+    fn profile_value(&self) -> Val<'_> {
+        Val::Null
+    }
+
+    fn event_value(&self, _index: usize) -> Val<'_> {
+        Val::Null
+    }
+
+    fn in_segment(&self, _segment_id: &str) -> bool {
+        false
+    }
+}
+
+/// What a node reads from the profile.
+enum Reads<'q> {
+    /// Constants and the clock only.
+    Nothing,
+    /// Exactly this attribute.
+    One(&'q FieldPath),
+    /// Anything else (events, element frames, several attributes, the whole profile, ...).
+    More,
+}
+
+impl<'q> Reads<'q> {
+    fn with(self, other: Reads<'q>) -> Reads<'q> {
+        match (self, other) {
+            (Reads::More, _) | (_, Reads::More) => Reads::More,
+            (Reads::Nothing, reads) | (reads, Reads::Nothing) => reads,
+            (Reads::One(a), Reads::One(b)) if a.id() == b.id() => Reads::One(a),
+            _ => Reads::More,
+        }
+    }
+}
+
+/// What `node` reads, for the node kinds a single-attribute leaf may contain.
+fn reads(node: &Node) -> Reads<'_> {
+    match node {
+        Node::Const(_) | Node::TimeWord(_) | Node::Clock(_) => Reads::Nothing,
+        Node::Path(base, path) if matches!(**base, Node::Root) => Reads::One(path),
+        Node::Not(a) | Node::Neg(a) => reads(a),
+        Node::And(a, b)
+        | Node::Or(a, b)
+        | Node::Cmp(_, a, b)
+        | Node::Arith(_, a, b)
+        | Node::In(a, b, _) => reads(a).with(reads(b)),
+        Node::StrTest {
+            recv, arg, case, ..
+        } => {
+            let both = reads(recv).with(reads(arg));
+            match case {
+                Some(case) => both.with(reads(case)),
+                None => both,
+            }
+        }
+        Node::Like(a, LikeArg::Fixed(_)) | Node::Matches(a, RegexArg::Fixed(_)) => reads(a),
+        Node::Like(a, LikeArg::Dynamic(b)) | Node::Matches(a, RegexArg::Dynamic(b)) => {
+            reads(a).with(reads(b))
+        }
+        Node::Array(items) => items
+            .iter()
+            .fold(Reads::Nothing, |acc, item| acc.with(reads(item))),
+        _ => Reads::More,
+    }
+}
+
+fn plan_of(node: &Node) -> Plan<'_> {
+    match node {
+        Node::And(a, b) => Plan::And(Box::new(plan_of(a)), Box::new(plan_of(b))),
+        Node::Or(a, b) => Plan::Or(Box::new(plan_of(a)), Box::new(plan_of(b))),
+        Node::Not(a) => Plan::Not(Box::new(plan_of(a))),
+        other => match reads(other) {
+            Reads::One(path) => Plan::Attribute(Leaf(other), path),
+            Reads::Nothing | Reads::More => Plan::Row(Leaf(other)),
+        },
+    }
+}
+
+impl CompiledQuery {
+    /// The predicate's plan (see the module docs).
+    pub fn plan(&self) -> Plan<'_> {
+        plan_of(&self.root)
+    }
+}
+
+impl Plan<'_> {
+    /// Evaluates the plan on one row, leaf by leaf: the reference for a columnar executor, which
+    /// must give the same answer as [`CompiledQuery::matches_at`] (an error in any leaf means the
+    /// caller evaluates the whole predicate).
+    pub fn test(&self, view: &dyn ProfileView, now_ms: i64) -> Outcome {
+        match self {
+            Plan::And(a, b) => a.test(view, now_ms).and(b.test(view, now_ms)),
+            Plan::Or(a, b) => a.test(view, now_ms).or(b.test(view, now_ms)),
+            Plan::Not(a) => a.test(view, now_ms).not(),
+            Plan::Attribute(leaf, _) | Plan::Row(leaf) => leaf.test(view, now_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pql::{self, JsonProfile, PqlFormat};
+    use serde_json::Value;
+
+    /// Leaf-by-leaf evaluation, falling back to the whole predicate on errors, agrees with the row
+    /// evaluator on every boolean PQL vector; single-attribute leaves also agree when evaluated
+    /// on their attribute alone.
+    #[test]
+    fn plans_agree_with_the_row_evaluator_on_every_vector() {
+        let vectors: Value =
+            serde_json::from_str(include_str!("../../tests/data/pql-vectors.json")).unwrap();
+        let now: chrono::DateTime<chrono::Utc> = vectors["now"].as_str().unwrap().parse().unwrap();
+        let now_ms = now.timestamp_millis();
+        let mut attribute_leaves = 0;
+        for vector in vectors["vectors"].as_array().unwrap() {
+            let source = vector["expression"].as_str().unwrap();
+            let Ok(query) =
+                pql::parse(source, PqlFormat::Text).and_then(|expr| pql::compile(&expr))
+            else {
+                continue;
+            };
+            let fixture = &vectors["fixtures"][vector["fixture"].as_str().unwrap()];
+            let view = JsonProfile::new(&fixture["profile"], fixture["events"].as_array().unwrap());
+            let plan = query.plan();
+            let by_plan = match plan.test(&view, now_ms) {
+                Outcome::True => true,
+                Outcome::False => false,
+                Outcome::Error => query.matches_at(&view, now_ms),
+            };
+            assert_eq!(by_plan, query.matches_at(&view, now_ms), "{source}");
+            let mut leaves = vec![&plan];
+            while let Some(plan) = leaves.pop() {
+                match plan {
+                    Plan::And(a, b) | Plan::Or(a, b) => leaves.extend([&**a, &**b]),
+                    Plan::Not(a) => leaves.push(a),
+                    Plan::Attribute(leaf, path) => {
+                        attribute_leaves += 1;
+                        let alone = leaf.test_value(path, view.attribute(path), now_ms);
+                        assert_eq!(alone, leaf.test(&view, now_ms), "{source}");
+                    }
+                    Plan::Row(_) => {}
+                }
+            }
+        }
+        assert!(
+            attribute_leaves > 20,
+            "only {attribute_leaves} attribute leaves"
+        );
+    }
+}

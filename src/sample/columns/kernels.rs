@@ -1,0 +1,197 @@
+//! Column-at-a-time evaluation of a predicate over [`ProfileTables`].
+//!
+//! A query is prepared once per preview: its paths are bound to columns and its [`Plan`] becomes
+//! a tree of steps. A single-attribute leaf over a dictionary (or boolean) column is evaluated
+//! once per distinct value, by the ordinary evaluator, into a truth table indexed by code; a chunk
+//! of rows is then answered by reading codes. Other leaves run per row on the row view, and only
+//! on the rows where the `and` / `or` around them is still undecided. Rows where a leaf raised an
+//! evaluation error are evaluated whole by [`CompiledQuery::matches_at`], so the answers are the
+//! row evaluator's (see [`crate::pql::plan`]).
+
+use crate::pql::plan::{Leaf, Outcome, Plan};
+use crate::pql::{CompiledQuery, Val};
+
+use super::{Binding, BoundQuery, ProfileTables, Values};
+
+/// Dictionaries larger than this are not tabulated (the table would cost more than it saves in
+/// the first chunks of a preview).
+const MAX_TABULATED: usize = 1 << 16;
+
+/// A query prepared for column-at-a-time evaluation over one [`ProfileTables`].
+pub struct PreparedQuery<'q> {
+    query: &'q CompiledQuery,
+    bound: BoundQuery,
+    root: Step<'q>,
+    now_ms: i64,
+}
+
+enum Step<'q> {
+    And(Box<Step<'q>>, Box<Step<'q>>),
+    Or(Box<Step<'q>>, Box<Step<'q>>),
+    Not(Box<Step<'q>>),
+    /// A single-attribute leaf whose attribute no row has.
+    Constant(Outcome),
+    /// A single-attribute leaf tabulated per code of an attribute column.
+    Codes {
+        column: usize,
+        by_code: Vec<Outcome>,
+        absent: Outcome,
+    },
+    /// Evaluated per row.
+    Row(Leaf<'q>),
+}
+
+impl ProfileTables {
+    /// Prepares `query` for [`ProfileTables::matching`] at the instant `now_ms`.
+    pub fn prepare<'q>(&self, query: &'q CompiledQuery, now_ms: i64) -> PreparedQuery<'q> {
+        let bound = self.bind(query);
+        let root = self.step(query.plan(), &bound, now_ms);
+        PreparedQuery {
+            query,
+            bound,
+            root,
+            now_ms,
+        }
+    }
+
+    fn step<'q>(&self, plan: Plan<'q>, bound: &BoundQuery, now_ms: i64) -> Step<'q> {
+        let step = |plan: Box<Plan<'q>>| Box::new(self.step(*plan, bound, now_ms));
+        match plan {
+            Plan::And(a, b) => Step::And(step(a), step(b)),
+            Plan::Or(a, b) => Step::Or(step(a), step(b)),
+            Plan::Not(a) => Step::Not(step(a)),
+            Plan::Row(leaf) => Step::Row(leaf),
+            Plan::Attribute(leaf, path) => {
+                let absent = || leaf.test_value(path, Val::Null, now_ms);
+                match bound.attributes[path.id() as usize] {
+                    Binding::Absent => Step::Constant(absent()),
+                    Binding::Scalar(column) => {
+                        let values = &self.attributes.columns[column].values;
+                        let by_code: Option<Vec<Outcome>> = match values {
+                            Values::Dictionary { dictionary, .. }
+                                if dictionary.len() <= MAX_TABULATED =>
+                            {
+                                Some(
+                                    (0..dictionary.len())
+                                        .map(|code| {
+                                            let value = Val::Str(dictionary.get(code));
+                                            leaf.test_value(path, value, now_ms)
+                                        })
+                                        .collect(),
+                                )
+                            }
+                            Values::Bool(_) => Some(
+                                [false, true]
+                                    .map(|value| leaf.test_value(path, Val::Bool(value), now_ms))
+                                    .to_vec(),
+                            ),
+                            _ => None,
+                        };
+                        match by_code {
+                            Some(by_code) => Step::Codes {
+                                column,
+                                by_code,
+                                absent: absent(),
+                            },
+                            None => Step::Row(leaf),
+                        }
+                    }
+                    Binding::Json { .. } | Binding::Materialize => Step::Row(leaf),
+                }
+            }
+        }
+    }
+
+    /// The rows of `rows` that match the prepared query, in order.
+    pub fn matching(&self, prepared: &PreparedQuery<'_>, rows: std::ops::Range<usize>) -> Vec<u32> {
+        let rows: Vec<u32> = rows.map(|row| row as u32).collect();
+        let outcomes = self.run(prepared, &prepared.root, &rows);
+        rows.into_iter()
+            .zip(outcomes)
+            .filter(|(row, outcome)| match outcome {
+                Outcome::True => true,
+                Outcome::False => false,
+                Outcome::Error => prepared
+                    .query
+                    .matches_at(&self.row(&prepared.bound, *row as usize), prepared.now_ms),
+            })
+            .map(|(row, _)| row)
+            .collect()
+    }
+
+    fn run(&self, prepared: &PreparedQuery<'_>, step: &Step<'_>, rows: &[u32]) -> Vec<Outcome> {
+        match step {
+            Step::And(a, b) => self.combine(prepared, a, b, rows, Outcome::False, Outcome::and),
+            Step::Or(a, b) => self.combine(prepared, a, b, rows, Outcome::True, Outcome::or),
+            Step::Not(a) => self
+                .run(prepared, a, rows)
+                .into_iter()
+                .map(Outcome::not)
+                .collect(),
+            Step::Constant(outcome) => vec![*outcome; rows.len()],
+            Step::Codes {
+                column,
+                by_code,
+                absent,
+            } => {
+                let column = &self.attributes.columns[*column];
+                rows.iter()
+                    .map(|row| match column.presence.slot(*row as usize) {
+                        None => *absent,
+                        Some(slot) => match &column.values {
+                            Values::Dictionary { codes, .. } => by_code[codes.get(slot)],
+                            Values::Bool(values) => by_code[usize::from(values[slot])],
+                            // `step` tabulates only the two kinds above.
+                            _ => Outcome::Error,
+                        },
+                    })
+                    .collect()
+            }
+            Step::Row(leaf) => rows
+                .iter()
+                .map(|row| leaf.test(&self.row(&prepared.bound, *row as usize), prepared.now_ms))
+                .collect(),
+        }
+    }
+
+    /// `a` on every row, then `b` only where `a` did not already decide (`decided`), combined.
+    fn combine(
+        &self,
+        prepared: &PreparedQuery<'_>,
+        a: &Step<'_>,
+        b: &Step<'_>,
+        rows: &[u32],
+        decided: Outcome,
+        join: fn(Outcome, Outcome) -> Outcome,
+    ) -> Vec<Outcome> {
+        let mut outcomes = self.run(prepared, a, rows);
+        let pending: Vec<u32> = rows
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome != decided)
+            .map(|(row, _)| *row)
+            .collect();
+        let mut right = self.run(prepared, b, &pending).into_iter();
+        for outcome in outcomes.iter_mut().filter(|outcome| **outcome != decided) {
+            // `right` has one outcome per pending row.
+            *outcome = join(*outcome, right.next().unwrap_or(Outcome::Error));
+        }
+        outcomes
+    }
+}
+
+#[cfg(test)]
+impl PreparedQuery<'_> {
+    /// Leaves answered from truth tables (for tests that must exercise them).
+    pub(super) fn tabulated_leaves(&self) -> usize {
+        fn count(step: &Step<'_>) -> usize {
+            match step {
+                Step::And(a, b) | Step::Or(a, b) => count(a) + count(b),
+                Step::Not(a) => count(a),
+                Step::Codes { .. } => 1,
+                Step::Constant(_) | Step::Row(_) => 0,
+            }
+        }
+        count(&self.root)
+    }
+}
