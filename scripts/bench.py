@@ -44,18 +44,29 @@ def preview(base, expression):
 
 def main():
     profiles = int(sys.argv[1])
-    work = tempfile.mkdtemp(prefix="segmentd-bench-")
+    # SEGMENTD_BENCH_KEEP=DIR keeps the generated store in DIR and reuses it on the next run
+    # (skipping generation and ingest), for re-measuring previews and jobs on a large store.
+    keep = os.environ.get("SEGMENTD_BENCH_KEEP")
+    work = keep or tempfile.mkdtemp(prefix="segmentd-bench-")
     data_in, data_dir = os.path.join(work, "input"), os.path.join(work, "data")
+    loaded = os.path.join(work, "loaded")
     try:
-        # Events end now, so relative-date predicates ("in the last 30 days") match generated data.
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(profiles), "--seed", "7", "--out", data_in, "--now", now])
-        print(f"generate: {profiles} profiles in {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
-        seconds, output = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
-        print(f"ingest (batch path, validation, one transaction per dataset): {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
-        print("  " + output.strip().splitlines()[0])
-        disk = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(data_dir) for name in names)
-        print(f"disk: {disk / profiles:,.0f} bytes/profile ({disk / 1e6:,.0f} MB)")
+        if keep and os.path.exists(loaded):
+            print(f"reusing the store of {profiles} profiles in {work}")
+        else:
+            shutil.rmtree(data_in, ignore_errors=True)
+            shutil.rmtree(data_dir, ignore_errors=True)
+            # Events end now, so relative-date predicates ("in the last 30 days") match generated data.
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(profiles), "--seed", "7", "--out", data_in, "--now", now])
+            print(f"generate: {profiles} profiles in {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
+            seconds, output = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
+            print(f"ingest (batch path, validation, one transaction per dataset): {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
+            print("  " + output.strip().splitlines()[0])
+            disk = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(data_dir) for name in names)
+            print(f"disk: {disk / profiles:,.0f} bytes/profile ({disk / 1e6:,.0f} MB)")
+            shutil.rmtree(data_in, ignore_errors=True)
+            open(loaded, "w").close()
 
         server = subprocess.Popen([BIN, "serve", "--demo", "--demo-profiles", "0", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -103,7 +114,7 @@ def main():
                                                                           "xEvent[commerce.purchases.value > 0].count() >= 2",
                                                                           'homeAddress.stateProvince = "CA"']):
                 definitions.append(call(base, "POST", "/data/core/ups/segment/definitions", {
-                    "name": f"bench {index}", "schema": {"name": "_xdm.context.profile"},
+                    "name": f"bench {index} {time.time_ns()}", "schema": {"name": "_xdm.context.profile"},
                     "expression": {"type": "PQL", "format": "pql/text", "value": expression}})["id"])
             job = call(base, "POST", "/data/core/ups/segment/jobs", [{"segmentId": id} for id in definitions])
             started = time.perf_counter()
@@ -120,7 +131,8 @@ def main():
             server.terminate()
             server.wait(timeout=30)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

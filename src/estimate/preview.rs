@@ -18,7 +18,6 @@ use tokio::sync::Semaphore;
 
 use crate::estimate::{Estimate, RunningEstimate};
 use crate::pql::CompiledQuery;
-use crate::sample::columns::PreparedQuery;
 use crate::sample::store::Sample;
 use crate::tenant::Tenant;
 
@@ -124,7 +123,7 @@ impl PreviewJob {
                 return;
             }
             let end = (read + chunk).min(sample.len());
-            let found = matches_in(sample, read..end, &prepared);
+            let found = sample.tables.matching_on_every_core(&prepared, read..end);
             for index in &found {
                 for namespace in sample.namespaces(*index as usize) {
                     *namespace_matches.entry(namespace.clone()).or_default() += 1;
@@ -166,42 +165,6 @@ impl PreviewJob {
             progress.error = Some(message);
         });
     }
-}
-
-/// Chunks at least this long are split over the cores; smaller ones are not worth a thread.
-const PARALLEL_CHUNK: usize = 2_048;
-
-/// Returns the sample indexes in `range` that match, in rank order, evaluating a large range on every
-/// core (each thread takes a contiguous slice, so concatenating keeps the order).
-fn matches_in(
-    sample: &Sample,
-    range: std::ops::Range<usize>,
-    prepared: &PreparedQuery<'_>,
-) -> Vec<u32> {
-    let evaluate =
-        |slice: std::ops::Range<usize>| -> Vec<u32> { sample.tables.matching(prepared, slice) };
-    let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-    if threads < 2 || range.len() < PARALLEL_CHUNK {
-        return evaluate(range);
-    }
-    let step = range.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = (range.start..range.end)
-            .step_by(step)
-            .map(|start| {
-                let slice = start..(start + step).min(range.end);
-                scope.spawn(move || evaluate(slice))
-            })
-            .collect();
-        // A panicking evaluation re-panics here and is caught by the job's catch_unwind.
-        parts
-            .into_iter()
-            .flat_map(|part| {
-                part.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
 }
 
 /// Why a preview could not be started.

@@ -17,6 +17,9 @@ use super::{Binding, BoundQuery, ProfileTables, Values};
 /// the first chunks of a preview).
 const MAX_TABULATED: usize = 1 << 16;
 
+/// Ranges at least this long are split over the cores; smaller ones are not worth a thread.
+const PARALLEL_CHUNK: usize = 2_048;
+
 /// A query prepared for column-at-a-time evaluation over one [`ProfileTables`].
 pub struct PreparedQuery<'q> {
     query: &'q CompiledQuery,
@@ -117,6 +120,37 @@ impl ProfileTables {
             })
             .map(|(row, _)| row)
             .collect()
+    }
+
+    /// [`ProfileTables::matching`] with a large range split over every core (each thread takes a
+    /// contiguous slice, so concatenating keeps the order).
+    pub fn matching_on_every_core(
+        &self,
+        prepared: &PreparedQuery<'_>,
+        rows: std::ops::Range<usize>,
+    ) -> Vec<u32> {
+        let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        if threads < 2 || rows.len() < PARALLEL_CHUNK {
+            return self.matching(prepared, rows);
+        }
+        let step = rows.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = (rows.start..rows.end)
+                .step_by(step)
+                .map(|start| {
+                    let slice = start..(start + step).min(rows.end);
+                    scope.spawn(move || self.matching(prepared, slice))
+                })
+                .collect();
+            // A panicking evaluation re-panics here (a preview job catches it and fails).
+            parts
+                .into_iter()
+                .flat_map(|part| {
+                    part.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
     }
 
     fn run(&self, prepared: &PreparedQuery<'_>, step: &Step<'_>, rows: &[u32]) -> Vec<Outcome> {
