@@ -68,9 +68,13 @@ impl Outcome {
             _ => Outcome::True,
         }
     }
+}
+
+impl std::ops::Not for Outcome {
+    type Output = Outcome;
 
     /// Two-valued negation; an error stays an error.
-    pub fn not(self) -> Outcome {
+    fn not(self) -> Outcome {
         match self {
             Outcome::True => Outcome::False,
             Outcome::False => Outcome::True,
@@ -218,7 +222,7 @@ impl Plan<'_> {
         match self {
             Plan::And(a, b) => a.test(view, now_ms).and(b.test(view, now_ms)),
             Plan::Or(a, b) => a.test(view, now_ms).or(b.test(view, now_ms)),
-            Plan::Not(a) => a.test(view, now_ms).not(),
+            Plan::Not(a) => !a.test(view, now_ms),
             Plan::Attribute(leaf, _) | Plan::Row(leaf) => leaf.test(view, now_ms),
         }
     }

@@ -160,7 +160,7 @@ impl ProfileTables {
             Step::Not(a) => self
                 .run(prepared, a, rows)
                 .into_iter()
-                .map(Outcome::not)
+                .map(|outcome| !outcome)
                 .collect(),
             Step::Constant(outcome) => vec![*outcome; rows.len()],
             Step::Codes {
