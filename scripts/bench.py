@@ -44,9 +44,9 @@ def preview(base, expression):
 
 def main():
     profiles = int(sys.argv[1])
-    # SEGMENTD_BENCH_KEEP=DIR keeps the generated store in DIR and reuses it on the next run
+    # BENCH_KEEP_DIR=DIR keeps the generated store in DIR and reuses it on the next run
     # (skipping generation and ingest), for re-measuring previews and jobs on a large store.
-    keep = os.environ.get("SEGMENTD_BENCH_KEEP")
+    keep = os.environ.get("BENCH_KEEP_DIR")
     work = keep or tempfile.mkdtemp(prefix="segmentd-bench-")
     data_in, data_dir = os.path.join(work, "input"), os.path.join(work, "data")
     loaded = os.path.join(work, "loaded")
@@ -68,7 +68,9 @@ def main():
             shutil.rmtree(data_in, ignore_errors=True)
             open(loaded, "w").close()
 
-        server = subprocess.Popen([BIN, "serve", "--demo", "--demo-profiles", "0", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        server = subprocess.Popen([BIN, "serve", "--demo", "--demo-profiles", "0", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+                                   # Building a 1M-profile sample on demand takes longer than the default deadline.
+                                   "--request-timeout-secs", "900"],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             base = server.stdout.readline().strip().split(" on ")[1]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-service benchmark on generated data (loopback only; every loop is bounded).
 #   scripts/bench.sh [PROFILES]      default 200000
-#   SEGMENTD_BENCH_KEEP=DIR scripts/bench.sh 1000000   keeps the store in DIR and reuses it next time
+#   BENCH_KEEP_DIR=DIR scripts/bench.sh 1000000   keeps the store in DIR and reuses it next time
 # Prints generation, ingest, disk, preview latency, segment-job and estimate-throughput figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
