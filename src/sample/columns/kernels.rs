@@ -20,6 +20,19 @@ const MAX_TABULATED: usize = 1 << 16;
 /// Ranges at least this long are split over the cores; smaller ones are not worth a thread.
 const PARALLEL_CHUNK: usize = 2_048;
 
+/// Lowers the calling thread's CPU priority (Linux nice 10): when previews keep every core busy,
+/// the HTTP runtime's threads (estimate polls, other requests) are scheduled first, and the
+/// evaluation takes the rest. A no-op elsewhere.
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers and touches no memory of ours. On Linux the nice
+    // value is per thread and `PRIO_PROCESS` with id 0 names the calling thread, which is a fresh
+    // scoped thread that exits after this evaluation.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 /// A query prepared for column-at-a-time evaluation over one [`ProfileTables`].
 pub struct PreparedQuery<'q> {
     query: &'q CompiledQuery,
@@ -123,7 +136,8 @@ impl ProfileTables {
     }
 
     /// [`ProfileTables::matching`] with a large range split over every core (each thread takes a
-    /// contiguous slice, so concatenating keeps the order).
+    /// contiguous slice, so concatenating keeps the order). The threads run at a lower priority
+    /// (see [`yield_to_requests`]).
     pub fn matching_on_every_core(
         &self,
         prepared: &PreparedQuery<'_>,
@@ -139,7 +153,10 @@ impl ProfileTables {
                 .step_by(step)
                 .map(|start| {
                     let slice = start..(start + step).min(rows.end);
-                    scope.spawn(move || self.matching(prepared, slice))
+                    scope.spawn(move || {
+                        yield_to_requests();
+                        self.matching(prepared, slice)
+                    })
                 })
                 .collect();
             // A panicking evaluation re-panics here (a preview job catches it and fails).
