@@ -141,14 +141,7 @@ async fn lookup(
 
 /// Returns the XID of a merged profile: its primary identity's.
 fn profile_xid(profile: &MergedProfile) -> String {
-    let primary = profile
-        .identities
-        .iter()
-        .find(|identity| identity.primary)
-        .or(profile.identities.first());
-    primary
-        .map(|identity| xid::encode(&identity.namespace, &identity.id))
-        .unwrap_or_default()
+    profile.xid().unwrap_or_default()
 }
 
 /// Returns a merged profile (`schema.name=_xdm.context.profile`) or a profile's events

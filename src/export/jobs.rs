@@ -25,7 +25,7 @@ use crate::catalog::batches::{self, BatchStatus, FileFormat, InputFormat, NewBat
 use crate::catalog::datasets::{self, PROFILE_UNION_SCHEMA};
 use crate::export::parquet::{ExportOptions, ExportWriter};
 use crate::jobs::segment::{JobError, Timing, UPS_NAMESPACE};
-use crate::profile::{policies, projection, xid};
+use crate::profile::{policies, projection};
 use crate::segment::definitions;
 use crate::store::membership::{MembershipStatus, MembershipStore, Memberships};
 use crate::store::metadata::StoreError;
@@ -677,15 +677,9 @@ fn export(
                 failure = Some("Job cancelled.".to_owned());
                 return;
             }
-            let Some(primary) = profile
-                .identities
-                .iter()
-                .find(|identity| identity.primary)
-                .or(profile.identities.first())
-            else {
+            let Some(profile_xid) = profile.xid() else {
                 return;
             };
-            let profile_xid = xid::encode(&primary.namespace, &primary.id);
             let memberships = all_memberships.get(&profile_xid).unwrap_or(&empty);
             // A profile with no record fragment has only its rebuilt identityMap as attributes.
             let has_record = profile

@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 
 use crate::pql::{self, CompiledQuery};
 use crate::profile::policies::{self, SandboxInfo};
-use crate::profile::xid;
 use crate::segment::definitions::{self, SegmentDefinition};
 use crate::store::membership::{Membership, MembershipStatus, MembershipStore, Memberships};
 use crate::store::metadata::StoreError;
@@ -495,11 +494,7 @@ struct ProfileWork {
 
 impl ProfileWork {
     fn from_profile(profile: crate::store::profiles::MergedProfile) -> Option<Self> {
-        let primary = profile
-            .identities
-            .iter()
-            .find(|identity| identity.primary)
-            .or(profile.identities.first())?;
+        let profile_xid = profile.xid()?;
         let mut namespaces: Vec<String> = profile
             .identities
             .iter()
@@ -508,7 +503,7 @@ impl ProfileWork {
         namespaces.sort_unstable();
         namespaces.dedup();
         Some(Self {
-            xid: xid::encode(&primary.namespace, &primary.id),
+            xid: profile_xid,
             namespaces,
             attributes: profile.attributes,
             events: profile.events.into_iter().map(|event| event.json).collect(),

@@ -119,7 +119,15 @@ impl Samples {
         }
         let (profiles, build_tenant, key) = (self.profiles.clone(), tenant.clone(), self.key);
         let sample = tokio::task::spawn_blocking(move || {
-            build_sample(&profiles, &build_tenant, &policy_id, &policy, &key, now)
+            build_sample(
+                &profiles,
+                &build_tenant,
+                &policy_id,
+                &policy,
+                &key,
+                now,
+                None,
+            )
         })
         .await
         .map_err(|error| StoreError::Task(error.to_string()))??;

@@ -161,7 +161,8 @@ impl NamespaceSets {
 ///
 /// Profiles enter columnar staging tables as the bottom-k heap admits them (k(1 + ln(N/k)) of
 /// them in expectation for a store in random order, all of them under 1M); the kept ones are then
-/// selected, column by column, in rank order.
+/// selected, column by column, in rank order. `max_profiles` caps the sample below its tier's
+/// size (`None`: the tier decides).
 pub fn build_sample(
     store: &ProfileStore,
     tenant: &Tenant,
@@ -169,23 +170,13 @@ pub fn build_sample(
     policy: &MergePolicy,
     key: &RankKey,
     now: DateTime<Utc>,
+    max_profiles: Option<usize>,
 ) -> Result<Sample, SampleBuildError> {
     // The tier needs N before the pass; the pass's own count is authoritative for the sample.
-    let (capacity, _) = sample_size_for(store.profile_count(tenant)?);
-    let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
-    build_bottom_k(store, tenant, merge_policy_id, policy, key, now, capacity)
-}
-
-/// [`build_sample`] keeping at most `capacity` profiles (the tier's size for the expected N).
-fn build_bottom_k(
-    store: &ProfileStore,
-    tenant: &Tenant,
-    merge_policy_id: &str,
-    policy: &MergePolicy,
-    key: &RankKey,
-    now: DateTime<Utc>,
-    capacity: usize,
-) -> Result<Sample, SampleBuildError> {
+    let (tier_size, _) = sample_size_for(store.profile_count(tenant)?);
+    let capacity = usize::try_from(tier_size)
+        .unwrap_or(usize::MAX)
+        .min(max_profiles.unwrap_or(usize::MAX));
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(capacity.min(1 << 20) + 1);
     let mut staging = ProfileTablesBuilder::default();
     let mut namespace_sets = NamespaceSets::default();
@@ -193,15 +184,9 @@ fn build_bottom_k(
     let mut failure = None;
     store.scan(tenant, policy, |profile| {
         seen += 1;
-        let Some(primary) = profile
-            .identities
-            .iter()
-            .find(|identity| identity.primary)
-            .or(profile.identities.first())
-        else {
+        let Some(profile_xid) = profile.xid() else {
             return;
         };
-        let profile_xid = xid::encode(&primary.namespace, &primary.id);
         let rank = key.rank(&profile_xid);
         let admitted = heap.len() < capacity
             || heap.peek().is_some_and(|largest| {
@@ -356,14 +341,15 @@ mod tests {
     }
 
     fn sample_of(store: &ProfileStore, tenant: &Tenant, key: RankKey, capacity: usize) -> Sample {
-        build_bottom_k(
+        let policy = MergePolicy::default();
+        build_sample(
             store,
             tenant,
             "p",
-            &MergePolicy::default(),
+            &policy,
             &key,
             Utc::now(),
-            capacity,
+            Some(capacity),
         )
         .unwrap()
     }
@@ -378,6 +364,7 @@ mod tests {
             &MergePolicy::default(),
             &RankKey::new(1, 2),
             Utc::now(),
+            None,
         )
         .unwrap();
         assert_eq!(sample.store_size, 500);

@@ -94,6 +94,19 @@ pub struct MergedProfile {
     pub total_events: usize,
 }
 
+impl MergedProfile {
+    /// The profile's XID: its primary identity's (its first identity's if none is marked
+    /// primary), or `None` for a profile without identities.
+    pub fn xid(&self) -> Option<String> {
+        let primary = self
+            .identities
+            .iter()
+            .find(|identity| identity.primary)
+            .or(self.identities.first())?;
+        Some(crate::profile::xid::encode(&primary.namespace, &primary.id))
+    }
+}
+
 impl MergePolicy {
     /// Tells whether fragments and events of this dataset take part.
     fn includes(&self, dataset_id: &str) -> bool {
