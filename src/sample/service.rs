@@ -7,7 +7,9 @@
 //! older than three days.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use dashmap::DashMap;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::clock::Clock;
@@ -38,9 +40,19 @@ pub enum SampleError {
     Build(#[from] SampleBuildError),
 }
 
+/// Serializes the builds of one sample and counts the builds started.
+#[derive(Default)]
+struct BuildGate {
+    started: std::sync::atomic::AtomicU64,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// Samples of every tenant; a cheap-to-share handle (`Arc`).
 pub struct Samples {
-    registry: SampleRegistry,
+    registry: Arc<SampleRegistry>,
+    /// One gate per (tenant, policy, graph): a sample is built once however many requests want
+    /// it meanwhile, and the build runs to its end (and is published) even when they give up.
+    builds: DashMap<(Tenant, String, IdentityGraph), Arc<BuildGate>>,
     metadata: MetadataStore,
     profiles: Arc<ProfileStore>,
     key: RankKey,
@@ -56,7 +68,8 @@ impl Samples {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            registry: SampleRegistry::default(),
+            registry: Arc::default(),
+            builds: DashMap::new(),
             metadata,
             profiles,
             key,
@@ -111,15 +124,31 @@ impl Samples {
             Some("pdg") => policy.identity_graph = IdentityGraph::Pdg,
             Some(other) => return Err(SampleError::BadGraph(other.to_owned())),
         }
+        let graph = policy.identity_graph;
+        let gate = self
+            .builds
+            .entry((tenant.clone(), policy_id.clone(), graph))
+            .or_default()
+            .clone();
+        let started_before = gate.started.load(Ordering::SeqCst);
+        let building = gate.lock.clone().lock_owned().await;
         let now = self.clock.now();
-        if let Some(sample) = self.registry.get(tenant, &policy_id, policy.identity_graph) {
-            if !force && !is_stale(&sample, self.store_size(tenant).await?, now) {
+        if let Some(sample) = self.registry.get(tenant, &policy_id, graph) {
+            // A build that started after this request (while it waited) serves it, forced or not.
+            let fresh = gate.started.load(Ordering::SeqCst) > started_before;
+            if fresh || (!force && !is_stale(&sample, self.store_size(tenant).await?, now)) {
                 return Ok(sample);
             }
         }
-        let (profiles, build_tenant, key) = (self.profiles.clone(), tenant.clone(), self.key);
-        let sample = tokio::task::spawn_blocking(move || {
-            build_sample(
+        gate.started.fetch_add(1, Ordering::SeqCst);
+        let (profiles, registry, build_tenant, key) = (
+            self.profiles.clone(),
+            self.registry.clone(),
+            tenant.clone(),
+            self.key,
+        );
+        tokio::task::spawn_blocking(move || {
+            let sample = build_sample(
                 &profiles,
                 &build_tenant,
                 &policy_id,
@@ -127,17 +156,19 @@ impl Samples {
                 &key,
                 now,
                 None,
-            )
+            )?;
+            tracing::info!(
+                profiles = sample.len(),
+                store = sample.store_size,
+                heap_bytes = sample.heap_bytes(),
+                "sample built"
+            );
+            let published = registry.publish(&build_tenant, sample);
+            drop(building);
+            Ok::<_, SampleError>(published)
         })
         .await
-        .map_err(|error| StoreError::Task(error.to_string()))??;
-        tracing::info!(
-            profiles = sample.len(),
-            store = sample.store_size,
-            heap_bytes = sample.heap_bytes(),
-            "sample built"
-        );
-        Ok(self.registry.publish(tenant, sample))
+        .map_err(|error| StoreError::Task(error.to_string()))?
     }
 
     /// Rebuilds a tenant's samples (all of them with `force`, else only the stale ones).
@@ -230,5 +261,50 @@ mod tests {
         for bad in ["24:00", "7", "07:60", "a:b", ""] {
             assert_eq!(parse_daily_at(bad), None, "{bad}");
         }
+    }
+
+    /// Requests that arrive while a sample is being built wait for that build instead of
+    /// starting their own; a forced request afterwards builds again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_one_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = MetadataStore::open(dir.path()).unwrap();
+        let profiles = Arc::new(ProfileStore::open(dir.path()).unwrap());
+        let tenant = Tenant::new("o", "prod");
+        let rows: Vec<serde_json::Value> = (0..2000)
+            .map(|index| serde_json::json!({"identityMap": {"CRMID": [{"id": format!("c{index}"), "primary": true}]}}))
+            .collect();
+        profiles
+            .apply_batch(
+                &tenant,
+                "d",
+                crate::store::profiles::RecordKind::Profile,
+                rows,
+            )
+            .unwrap();
+        let samples = Samples::new(
+            metadata,
+            profiles,
+            RankKey::new(1, 2),
+            Arc::new(crate::clock::SystemClock),
+        );
+        let (first, second, third) = tokio::join!(
+            samples.current(&tenant, None, None, false),
+            samples.current(&tenant, None, None, false),
+            samples.current(&tenant, None, None, false),
+        );
+        let (first, second, third) = (first.unwrap(), second.unwrap(), third.unwrap());
+        assert!(Arc::ptr_eq(&first, &second) && Arc::ptr_eq(&first, &third));
+        let builds = |samples: &Samples| -> u64 {
+            samples
+                .builds
+                .iter()
+                .map(|gate| gate.started.load(Ordering::SeqCst))
+                .sum()
+        };
+        assert_eq!(builds(&samples), 1);
+        let forced = samples.current(&tenant, None, None, true).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &forced));
+        assert_eq!((builds(&samples), forced.len()), (2, 2000));
     }
 }
