@@ -558,6 +558,67 @@ fn date_part(v: &Val<'_>, m: Method) -> Val<'static> {
     })
 }
 
+/// Tests `node` with `element` as the current element (the frame a chain step or a filter sees).
+pub fn test_on_element<'a>(node: &'a Node, cx: &Cx<'a>, element: Val<'a>) -> bool {
+    let scope = push(element, None);
+    node.test(cx, Some(&scope))
+}
+
+/// The search behind `chain`: whether elements with timestamps `stamps` (`None`: never matches)
+/// can be picked in ascending timestamp order so that step `s` gets `counts[s]` elements `e` with
+/// `ok(s, e, t)`, every element of a step strictly later than every one of the previous step.
+/// Shared by [`Node::test`] and the sample's column kernels, so both answer alike.
+///
+/// Key (timestamp, position) orders elements totally, so ties within a step are picked one by
+/// one; picking the earliest qualifying elements greedily is optimal, and is done by repeated
+/// minimum search, so no sorting buffer is needed. One step: order is irrelevant, count matches.
+pub fn chain_search(
+    counts: &[u32],
+    stamps: &[Option<i64>],
+    mut ok: impl FnMut(usize, usize, i64) -> bool,
+) -> bool {
+    if let [count] = counts {
+        let mut n = 0;
+        for (index, stamp) in stamps.iter().enumerate() {
+            if let Some(t) = stamp
+                && ok(0, index, *t)
+            {
+                n += 1;
+            }
+            if n >= *count {
+                break;
+            }
+        }
+        return n >= *count;
+    }
+    let mut strict_after = i64::MIN;
+    for (step, count) in counts.iter().enumerate() {
+        let mut last: Option<(i64, usize)> = None;
+        for _ in 0..*count {
+            let mut best: Option<(i64, usize)> = None;
+            for (key, stamp) in stamps.iter().enumerate() {
+                let Some(t) = *stamp else { continue };
+                let k = (t, key);
+                let fresh = match last {
+                    Some(l) => k > l,
+                    None => t > strict_after,
+                };
+                if fresh && best.is_none_or(|b| k < b) && ok(step, key, t) {
+                    best = Some(k);
+                }
+            }
+            match best {
+                Some(b) => last = Some(b),
+                None => return false,
+            }
+        }
+        if let Some(l) = last {
+            strict_after = l.0;
+        }
+    }
+    true
+}
+
 impl Node {
     /// Evaluates in boolean context.
     pub fn test<'a>(&'a self, cx: &Cx<'a>, sc: Sc<'_, 'a>) -> bool {
@@ -660,52 +721,16 @@ impl Node {
                     .is_none_or(|w| cond_holds(w, t, cx, Some(&s)))
                 && step.where_.as_ref().is_none_or(|w| w.test(cx, Some(&s)))
         };
-        if let [step] = steps {
-            // One step: order is irrelevant, count matches.
-            let mut n = 0;
-            each(cx, &source, |e| {
-                if let Some(t) = stamp(&e)
-                    && step_ok(step, &e, t)
-                {
-                    n += 1;
-                }
-                n < step.count
-            });
-            return n >= step.count;
-        }
-        // Key (timestamp, position) orders events totally, so ties within a step are picked one
-        // by one; across steps the timestamp must strictly increase.
-        let mut strict_after = i64::MIN;
-        for step in steps {
-            let mut last: Option<(i64, usize)> = None;
-            for _ in 0..step.count {
-                let mut best: Option<(i64, usize)> = None;
-                let mut idx = 0;
-                each(cx, &source, |e| {
-                    let key = idx;
-                    idx += 1;
-                    if let Some(t) = stamp(&e) {
-                        let k = (t, key);
-                        let fresh = match last {
-                            Some(l) => k > l,
-                            None => t > strict_after,
-                        };
-                        if fresh && best.is_none_or(|b| k < b) && step_ok(step, &e, t) {
-                            best = Some(k);
-                        }
-                    }
-                    true
-                });
-                match best {
-                    Some(b) => last = Some(b),
-                    None => return false,
-                }
-            }
-            if let Some(l) = last {
-                strict_after = l.0;
-            }
-        }
-        true
+        let mut elements = Vec::new();
+        each(cx, &source, |e| {
+            elements.push(e);
+            true
+        });
+        let stamps: Vec<Option<i64>> = elements.iter().map(stamp).collect();
+        let counts: Vec<u32> = steps.iter().map(|step| step.count).collect();
+        chain_search(&counts, &stamps, |step, index, t| {
+            step_ok(&steps[step], &elements[index], t)
+        })
     }
 
     /// Evaluates to a value.

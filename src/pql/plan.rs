@@ -31,8 +31,94 @@ pub enum Plan<'q> {
     Not(Box<Plan<'q>>),
     /// A leaf whose value depends only on the profile attribute at the path (and on `now`).
     Attribute(Leaf<'q>, &'q FieldPath),
+    /// A `chain` over the profile's events whose steps each test one event field (no `WHEN`,
+    /// no `WHERE`): a columnar store can tabulate the steps per code of that field.
+    Chain(ChainLeaf<'q>),
     /// Any other leaf: evaluated per row.
     Row(Leaf<'q>),
+}
+
+/// A `chain` whose steps each read one event field; see [`Plan::Chain`].
+#[derive(Debug)]
+pub struct ChainLeaf<'q> {
+    node: &'q Node,
+    timestamp: &'q FieldPath,
+    counts: Vec<u32>,
+    /// Each step's condition and the event field it reads.
+    steps: Vec<(&'q Node, &'q FieldPath)>,
+}
+
+impl<'q> ChainLeaf<'q> {
+    /// The whole chain as a leaf (for rows the tables cannot answer).
+    pub fn leaf(&self) -> Leaf<'q> {
+        Leaf(self.node)
+    }
+
+    /// The events' timestamp field.
+    pub fn timestamp(&self) -> &'q FieldPath {
+        self.timestamp
+    }
+
+    /// The event field each step reads, in step order.
+    pub fn step_fields(&self) -> impl Iterator<Item = &'q FieldPath> + '_ {
+        self.steps.iter().map(|(_, field)| *field)
+    }
+
+    /// Evaluates step `step`'s condition for an event whose field is `value`.
+    pub fn test_step_value(&self, step: usize, value: Val<'_>, now_ms: i64) -> Outcome {
+        let (what, field) = self.steps[step];
+        let view = OneEvent {
+            id: field.id(),
+            value,
+        };
+        let cx = Cx::new(&view, now_ms);
+        let hit = super::eval::test_on_element(what, &cx, Val::Event(0));
+        match cx.error.take() {
+            Some(_) => Outcome::Error,
+            None => hit.into(),
+        }
+    }
+
+    /// The chain's answer for events with timestamps `stamps`, where `ok(step, event)` says whether
+    /// an event satisfies a step: the evaluator's own search ([`super::eval::chain_search`]).
+    pub fn search(&self, stamps: &[Option<i64>], mut ok: impl FnMut(usize, usize) -> bool) -> bool {
+        super::eval::chain_search(&self.counts, stamps, |step, event, _| ok(step, event))
+    }
+}
+
+/// A profile with one event that has a single field.
+struct OneEvent<'v> {
+    id: u32,
+    value: Val<'v>,
+}
+
+impl ProfileView for OneEvent<'_> {
+    fn attribute(&self, _path: &FieldPath) -> Val<'_> {
+        Val::Null
+    }
+
+    fn event_count(&self) -> usize {
+        1
+    }
+
+    fn event_attribute(&self, index: usize, path: &FieldPath) -> Val<'_> {
+        match index == 0 && path.id() == self.id {
+            true => self.value.clone(),
+            false => Val::Null,
+        }
+    }
+
+    fn profile_value(&self) -> Val<'_> {
+        Val::Null
+    }
+
+    fn event_value(&self, _index: usize) -> Val<'_> {
+        Val::Null
+    }
+
+    fn in_segment(&self, _segment_id: &str) -> bool {
+        false
+    }
 }
 
 /// A sub-predicate evaluated on its own.
@@ -70,6 +156,15 @@ impl Outcome {
     }
 }
 
+impl From<bool> for Outcome {
+    fn from(hit: bool) -> Outcome {
+        match hit {
+            true => Outcome::True,
+            false => Outcome::False,
+        }
+    }
+}
+
 impl std::ops::Not for Outcome {
     type Output = Outcome;
 
@@ -88,10 +183,9 @@ impl Leaf<'_> {
     pub fn test(&self, view: &dyn ProfileView, now_ms: i64) -> Outcome {
         let cx = Cx::new(view, now_ms);
         let hit = self.0.test(&cx, None);
-        match (cx.error.take(), hit) {
-            (Some(_), _) => Outcome::Error,
-            (None, true) => Outcome::True,
-            (None, false) => Outcome::False,
+        match cx.error.take() {
+            Some(_) => Outcome::Error,
+            None => hit.into(),
         }
     }
 
@@ -164,11 +258,20 @@ impl<'q> Reads<'q> {
     }
 }
 
-/// What `node` reads, for the node kinds a single-attribute leaf may contain.
-fn reads(node: &Node) -> Reads<'_> {
+/// What `node` reads, for the node kinds a single-field leaf may contain: profile attributes, or
+/// with `element` the fields of the current element (a chain step's event).
+fn reads_from(node: &Node, element: bool) -> Reads<'_> {
+    let reads = |node| reads_from(node, element);
     match node {
         Node::Const(_) | Node::TimeWord(_) | Node::Clock(_) => Reads::Nothing,
-        Node::Path(base, path) if matches!(**base, Node::Root) => Reads::One(path),
+        Node::Path(base, path)
+            if matches!(
+                (element, &**base),
+                (false, Node::Root) | (true, Node::Frame(0))
+            ) =>
+        {
+            Reads::One(path)
+        }
         Node::Not(a) | Node::Neg(a) => reads(a),
         Node::And(a, b)
         | Node::Or(a, b)
@@ -195,14 +298,40 @@ fn reads(node: &Node) -> Reads<'_> {
     }
 }
 
+/// The chain leaf of `node`, when it is a chain over `xEvent` whose steps each read one field.
+fn chain_leaf(node: &Node) -> Option<ChainLeaf<'_>> {
+    let Node::Chain(events, timestamp, steps) = node else {
+        return None;
+    };
+    if !matches!(**events, Node::Events) {
+        return None;
+    }
+    let fields = steps
+        .iter()
+        .map(
+            |step| match (&step.when, &step.where_, reads_from(&step.what, true)) {
+                (None, None, Reads::One(field)) => Some((&step.what, field)),
+                _ => None,
+            },
+        )
+        .collect::<Option<Vec<_>>>()?;
+    Some(ChainLeaf {
+        node,
+        timestamp,
+        counts: steps.iter().map(|step| step.count).collect(),
+        steps: fields,
+    })
+}
+
 fn plan_of(node: &Node) -> Plan<'_> {
     match node {
         Node::And(a, b) => Plan::And(Box::new(plan_of(a)), Box::new(plan_of(b))),
         Node::Or(a, b) => Plan::Or(Box::new(plan_of(a)), Box::new(plan_of(b))),
         Node::Not(a) => Plan::Not(Box::new(plan_of(a))),
-        other => match reads(other) {
-            Reads::One(path) => Plan::Attribute(Leaf(other), path),
-            Reads::Nothing | Reads::More => Plan::Row(Leaf(other)),
+        other => match (reads_from(other, false), chain_leaf(other)) {
+            (Reads::One(path), _) => Plan::Attribute(Leaf(other), path),
+            (_, Some(chain)) => Plan::Chain(chain),
+            _ => Plan::Row(Leaf(other)),
         },
     }
 }
@@ -224,6 +353,7 @@ impl Plan<'_> {
             Plan::Or(a, b) => a.test(view, now_ms).or(b.test(view, now_ms)),
             Plan::Not(a) => !a.test(view, now_ms),
             Plan::Attribute(leaf, _) | Plan::Row(leaf) => leaf.test(view, now_ms),
+            Plan::Chain(chain) => chain.leaf().test(view, now_ms),
         }
     }
 }
@@ -243,7 +373,7 @@ mod tests {
             serde_json::from_str(include_str!("../../tests/data/pql-vectors.json")).unwrap();
         let now: chrono::DateTime<chrono::Utc> = vectors["now"].as_str().unwrap().parse().unwrap();
         let now_ms = now.timestamp_millis();
-        let mut attribute_leaves = 0;
+        let (mut attribute_leaves, mut chain_leaves) = (0, 0);
         for vector in vectors["vectors"].as_array().unwrap() {
             let source = vector["expression"].as_str().unwrap();
             let Ok(query) =
@@ -270,6 +400,32 @@ mod tests {
                         let alone = leaf.test_value(path, view.attribute(path), now_ms);
                         assert_eq!(alone, leaf.test(&view, now_ms), "{source}");
                     }
+                    Plan::Chain(chain) => {
+                        chain_leaves += 1;
+                        // The search fed with per-event step tests answers like the evaluator.
+                        let fields: Vec<_> = chain.step_fields().collect();
+                        let stamps: Vec<Option<i64>> = (0..view.event_count())
+                            .map(|index| {
+                                view.event_attribute(index, chain.timestamp()).as_instant()
+                            })
+                            .collect();
+                        let mut error = false;
+                        let hit = chain.search(&stamps, |step, index| {
+                            let value = view.event_attribute(index, fields[step]);
+                            match chain.test_step_value(step, value, now_ms) {
+                                Outcome::True => true,
+                                Outcome::False => false,
+                                Outcome::Error => {
+                                    error = true;
+                                    false
+                                }
+                            }
+                        });
+                        if !error {
+                            let whole = chain.leaf().test(&view, now_ms);
+                            assert_eq!(Outcome::from(hit), whole, "{source}");
+                        }
+                    }
                     Plan::Row(_) => {}
                 }
             }
@@ -278,5 +434,6 @@ mod tests {
             attribute_leaves > 20,
             "only {attribute_leaves} attribute leaves"
         );
+        assert!(chain_leaves >= 1, "no chain leaves");
     }
 }

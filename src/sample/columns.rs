@@ -1628,8 +1628,17 @@ mod tests {
                 0 => json!(3),
                 _ => json!(["gold", "silver"][index % 2]),
             };
-            let events: Vec<Value> = (0..index % 4)
-                .map(|event| json!({"eventType": (["view", "purchase"][event % 2]), "timestamp": "2024-06-01T00:00:00.000Z"}))
+            // Oldest first, with ties (the same minute) and events without a timestamp.
+            let types = ["view", "add", "purchase"];
+            let events: Vec<Value> = (0..index % 7)
+                .map(|event| {
+                    let minute = (index * 7 + event * 3) % 5 + event;
+                    match (index + event) % 9 {
+                        0 => json!({"eventType": (types[(index + event) % 3])}),
+                        _ => json!({"eventType": (types[(index * 5 + event) % 3]),
+                                    "timestamp": (format!("2024-06-01T00:{minute:02}:00.000Z"))}),
+                    }
+                })
                 .collect();
             builder.push(&profile, &events).unwrap();
         }
@@ -1645,6 +1654,10 @@ mod tests {
             r#"nobody.here = "x" or person.gender.equals("MALE", false)"#,
             r#"homeAddress.countryCode like "U%" and not loyalty.member"#,
             r#"loyalty.level = "gold" or loyalty.level > 2"#,
+            r#"chain(xEvent, timestamp, [A: WHAT(eventType = "view"), B: WHAT(eventType = "purchase")])"#,
+            r#"chain(xEvent, timestamp, [A: WHAT(eventType = "add") COUNT(2), B: WHAT(eventType.startsWith("PUR", false))])"#,
+            r#"chain(xEvent, timestamp, [A: WHAT(eventType = "view") COUNT(2)]) and not loyalty.member"#,
+            r#"chain(xEvent, timestamp, [A: WHAT(eventType = "add"), B: WHAT(eventType = "view"), C: WHAT(eventType = "add")])"#,
         ] {
             let query = pql::compile(&pql::parse(source, PqlFormat::Text).unwrap()).unwrap();
             let bound = tables.bind(&query);

@@ -8,7 +8,8 @@
 //! evaluation error are evaluated whole by [`CompiledQuery::matches_at`], so the answers are the
 //! row evaluator's (see [`crate::pql::plan`]).
 
-use crate::pql::plan::{Leaf, Outcome, Plan};
+use crate::pql::ProfileView;
+use crate::pql::plan::{ChainLeaf, Leaf, Outcome, Plan};
 use crate::pql::{CompiledQuery, Val};
 
 use super::{Binding, BoundQuery, ProfileTables, Values};
@@ -45,16 +46,80 @@ enum Step<'q> {
     And(Box<Step<'q>>, Box<Step<'q>>),
     Or(Box<Step<'q>>, Box<Step<'q>>),
     Not(Box<Step<'q>>),
-    /// A single-attribute leaf whose attribute no row has.
+    /// A single-attribute leaf tabulated over its attribute column.
+    Tabulated(Tabulated),
+    /// A chain whose steps are tabulated per code of the event field they read.
+    Chain {
+        chain: ChainLeaf<'q>,
+        steps: Vec<Tabulated>,
+    },
+    /// Evaluated per row.
+    Row(Leaf<'q>),
+}
+
+/// A single-field condition's outcome per code of a column (or for every row, when no row has
+/// the field).
+enum Tabulated {
     Constant(Outcome),
-    /// A single-attribute leaf tabulated per code of an attribute column.
     Codes {
         column: usize,
         by_code: Vec<Outcome>,
         absent: Outcome,
     },
-    /// Evaluated per row.
-    Row(Leaf<'q>),
+}
+
+impl Tabulated {
+    /// Tabulates `test` over the column `binding` names in `table`; `None` when the column is not
+    /// a dictionary or boolean column.
+    fn of(
+        table: &super::Table,
+        binding: Binding,
+        test: impl Fn(Val<'_>) -> Outcome,
+    ) -> Option<Tabulated> {
+        match binding {
+            Binding::Absent => Some(Tabulated::Constant(test(Val::Null))),
+            Binding::Scalar(column) => {
+                let by_code = match &table.columns[column].values {
+                    Values::Dictionary { dictionary, .. } if dictionary.len() <= MAX_TABULATED => {
+                        (0..dictionary.len())
+                            .map(|code| test(Val::Str(dictionary.get(code))))
+                            .collect()
+                    }
+                    Values::Bool(_) => vec![test(Val::Bool(false)), test(Val::Bool(true))],
+                    _ => return None,
+                };
+                Some(Tabulated::Codes {
+                    column,
+                    by_code,
+                    absent: test(Val::Null),
+                })
+            }
+            Binding::Json { .. } | Binding::Materialize => None,
+        }
+    }
+
+    /// The outcome for row `row` of `table`.
+    fn get(&self, table: &super::Table, row: usize) -> Outcome {
+        match self {
+            Tabulated::Constant(outcome) => *outcome,
+            Tabulated::Codes {
+                column,
+                by_code,
+                absent,
+            } => {
+                let column = &table.columns[*column];
+                match column.presence.slot(row) {
+                    None => *absent,
+                    Some(slot) => match &column.values {
+                        Values::Dictionary { codes, .. } => by_code[codes.get(slot)],
+                        Values::Bool(values) => by_code[usize::from(values[slot])],
+                        // `of` tabulates only the two kinds above.
+                        _ => Outcome::Error,
+                    },
+                }
+            }
+        }
+    }
 }
 
 impl ProfileTables {
@@ -77,42 +142,25 @@ impl ProfileTables {
             Plan::Or(a, b) => Step::Or(step(a), step(b)),
             Plan::Not(a) => Step::Not(step(a)),
             Plan::Row(leaf) => Step::Row(leaf),
-            Plan::Attribute(leaf, path) => {
-                let absent = || leaf.test_value(path, Val::Null, now_ms);
-                match bound.attributes[path.id() as usize] {
-                    Binding::Absent => Step::Constant(absent()),
-                    Binding::Scalar(column) => {
-                        let values = &self.attributes.columns[column].values;
-                        let by_code: Option<Vec<Outcome>> = match values {
-                            Values::Dictionary { dictionary, .. }
-                                if dictionary.len() <= MAX_TABULATED =>
-                            {
-                                Some(
-                                    (0..dictionary.len())
-                                        .map(|code| {
-                                            let value = Val::Str(dictionary.get(code));
-                                            leaf.test_value(path, value, now_ms)
-                                        })
-                                        .collect(),
-                                )
-                            }
-                            Values::Bool(_) => Some(
-                                [false, true]
-                                    .map(|value| leaf.test_value(path, Val::Bool(value), now_ms))
-                                    .to_vec(),
-                            ),
-                            _ => None,
-                        };
-                        match by_code {
-                            Some(by_code) => Step::Codes {
-                                column,
-                                by_code,
-                                absent: absent(),
-                            },
-                            None => Step::Row(leaf),
-                        }
-                    }
-                    Binding::Json { .. } | Binding::Materialize => Step::Row(leaf),
+            Plan::Attribute(leaf, path) => Tabulated::of(
+                &self.attributes,
+                bound.attributes[path.id() as usize],
+                |value| leaf.test_value(path, value, now_ms),
+            )
+            .map_or(Step::Row(leaf), Step::Tabulated),
+            Plan::Chain(chain) => {
+                let steps: Option<Vec<Tabulated>> = chain
+                    .step_fields()
+                    .enumerate()
+                    .map(|(step, field)| {
+                        Tabulated::of(&self.events, bound.events[field.id() as usize], |value| {
+                            chain.test_step_value(step, value, now_ms)
+                        })
+                    })
+                    .collect();
+                match steps {
+                    Some(steps) => Step::Chain { chain, steps },
+                    None => Step::Row(chain.leaf()),
                 }
             }
         }
@@ -179,29 +227,49 @@ impl ProfileTables {
                 .into_iter()
                 .map(|outcome| !outcome)
                 .collect(),
-            Step::Constant(outcome) => vec![*outcome; rows.len()],
-            Step::Codes {
-                column,
-                by_code,
-                absent,
-            } => {
-                let column = &self.attributes.columns[*column];
-                rows.iter()
-                    .map(|row| match column.presence.slot(*row as usize) {
-                        None => *absent,
-                        Some(slot) => match &column.values {
-                            Values::Dictionary { codes, .. } => by_code[codes.get(slot)],
-                            Values::Bool(values) => by_code[usize::from(values[slot])],
-                            // `step` tabulates only the two kinds above.
-                            _ => Outcome::Error,
-                        },
-                    })
-                    .collect()
-            }
+            Step::Tabulated(tabulated) => rows
+                .iter()
+                .map(|row| tabulated.get(&self.attributes, *row as usize))
+                .collect(),
+            Step::Chain { chain, steps } => rows
+                .iter()
+                .map(|row| self.chain_outcome(prepared, chain, steps, *row as usize))
+                .collect(),
             Step::Row(leaf) => rows
                 .iter()
                 .map(|row| leaf.test(&self.row(&prepared.bound, *row as usize), prepared.now_ms))
                 .collect(),
+        }
+    }
+
+    /// A tabulated chain on one row: the evaluator's search over the row's event timestamps, with
+    /// step tests read from the tables; an error in any test read means "evaluate the row whole".
+    fn chain_outcome(
+        &self,
+        prepared: &PreparedQuery<'_>,
+        chain: &ChainLeaf<'_>,
+        steps: &[Tabulated],
+        row: usize,
+    ) -> Outcome {
+        let view = self.row(&prepared.bound, row);
+        let events = self.event_range(row);
+        let stamps: Vec<Option<i64>> = (0..events.len())
+            .map(|index| view.event_attribute(index, chain.timestamp()).as_instant())
+            .collect();
+        let mut error = false;
+        let hit = chain.search(&stamps, |step, index| {
+            match steps[step].get(&self.events, events.start + index) {
+                Outcome::True => true,
+                Outcome::False => false,
+                Outcome::Error => {
+                    error = true;
+                    false
+                }
+            }
+        });
+        match error {
+            true => Outcome::Error,
+            false => hit.into(),
         }
     }
 
@@ -239,8 +307,8 @@ impl PreparedQuery<'_> {
             match step {
                 Step::And(a, b) | Step::Or(a, b) => count(a) + count(b),
                 Step::Not(a) => count(a),
-                Step::Codes { .. } => 1,
-                Step::Constant(_) | Step::Row(_) => 0,
+                Step::Tabulated(_) | Step::Chain { .. } => 1,
+                Step::Row(_) => 0,
             }
         }
         count(&self.root)
