@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::pql::{self, CompiledQuery};
 use crate::profile::policies::{self, SandboxInfo};
+use crate::sample::columns::ProfileTablesBuilder;
 use crate::segment::definitions::{self, SegmentDefinition};
 use crate::store::membership::{Membership, MembershipStatus, MembershipStore, Memberships};
 use crate::store::metadata::StoreError;
@@ -488,7 +489,7 @@ struct ProfileWork {
     xid: String,
     namespaces: Vec<String>,
     attributes: Value,
-    /// Events as stored (JSON text): parsed on the worker, not on the scanning thread.
+    /// Events as stored (JSON text): flattened or parsed on the worker, not on the scanning thread.
     events: Vec<String>,
 }
 
@@ -569,18 +570,53 @@ impl Partial {
     }
 }
 
-/// Evaluates every definition of a group for one profile, in dependency order, recording counters
-/// and, when a status changed, the profile's new memberships.
-fn evaluate_profile(work: ProfileWork, context: &GroupContext<'_>, partial: &mut Partial) {
-    // Events whose stored JSON does not parse cannot match anything.
-    let events: Vec<Value> = match context.reads_events {
-        true => work
-            .events
-            .iter()
-            .filter_map(|event| serde_json::from_str(event).ok())
-            .collect(),
-        false => Vec::new(),
+/// Evaluates a chunk of profiles. Definitions that do not read memberships are evaluated column
+/// at a time over the chunk flattened into the sample's columnar tables (the same kernels and
+/// answers as previews); the others per profile, on its JSON, after this job's earlier results.
+fn evaluate_chunk(chunk: Vec<ProfileWork>, context: &GroupContext<'_>, partial: &mut Partial) {
+    let mut tables = ProfileTablesBuilder::default();
+    let flattened = chunk.iter().try_for_each(|work| {
+        tables.push_with_event_texts(&work.attributes, work.events.iter().map(String::as_str))
+    });
+    // `None` for definitions left to the per-profile path (and for all of them in the never-seen
+    // case of a chunk whose strings pass 4 GiB).
+    let columnar: Vec<Option<Vec<bool>>> = match flattened {
+        Err(_) => vec![None; context.compiled.len()],
+        Ok(()) => {
+            let tables = tables.finish();
+            context
+                .compiled
+                .iter()
+                .map(|compiled| {
+                    (!compiled.reads_memberships).then(|| {
+                        let prepared = tables.prepare(&compiled.query, context.now_ms);
+                        let mut qualifies = vec![false; chunk.len()];
+                        for row in tables.matching(&prepared, 0..chunk.len()) {
+                            qualifies[row as usize] = true;
+                        }
+                        qualifies
+                    })
+                })
+                .collect()
+        }
     };
+    for (row, work) in chunk.into_iter().enumerate() {
+        let precomputed = |definition: usize| columnar[definition].as_ref().map(|rows| rows[row]);
+        evaluate_profile(work, context, partial, precomputed);
+    }
+}
+
+/// Evaluates every definition of a group for one profile, in dependency order, recording counters
+/// and, when a status changed, the profile's new memberships. `precomputed(i)` is definition
+/// `i`'s answer when the chunk's column evaluation gave one.
+fn evaluate_profile(
+    work: ProfileWork,
+    context: &GroupContext<'_>,
+    partial: &mut Partial,
+    precomputed: impl Fn(usize) -> Option<bool>,
+) {
+    // Parsed on first need; events whose stored JSON does not parse cannot match anything.
+    let mut events: Option<Vec<Value>> = None;
     // Copied only when this profile's memberships change.
     let mut memberships: Cow<'_, Memberships> = match context.current.get(&work.xid) {
         Some(stored) => Cow::Borrowed(stored),
@@ -589,21 +625,37 @@ fn evaluate_profile(work: ProfileWork, context: &GroupContext<'_>, partial: &mut
     let mut attributes = work.attributes;
     let mut changed = false;
     let metrics = &mut partial.metrics;
-    for CompiledDefinition {
-        definition,
-        query,
-        reads_memberships,
-    } in context.compiled
+    for (
+        index,
+        CompiledDefinition {
+            definition,
+            query,
+            reads_memberships,
+        },
+    ) in context.compiled.iter().enumerate()
     {
-        // inSegment sees this job's results for earlier definitions, and stored ones for others.
-        if *reads_memberships && let Value::Object(object) = &mut attributes {
-            object.insert(
-                "segmentMembership".into(),
-                json!({UPS_NAMESPACE: &*memberships}),
-            );
-        }
-        let qualifies =
-            query.matches_at(&pql::JsonProfile::new(&attributes, &events), context.now_ms);
+        let qualifies = match precomputed(index) {
+            Some(qualifies) => qualifies,
+            None => {
+                // inSegment sees this job's results for earlier definitions, and stored ones for
+                // others.
+                if *reads_memberships && let Value::Object(object) = &mut attributes {
+                    object.insert(
+                        "segmentMembership".into(),
+                        json!({UPS_NAMESPACE: &*memberships}),
+                    );
+                }
+                let events = events.get_or_insert_with(|| match context.reads_events {
+                    true => work
+                        .events
+                        .iter()
+                        .filter_map(|event| serde_json::from_str(event).ok())
+                        .collect(),
+                    false => Vec::new(),
+                });
+                query.matches_at(&pql::JsonProfile::new(&attributes, events), context.now_ms)
+            }
+        };
         let previous = memberships
             .get(&definition.id)
             .map(|membership| membership.status);
@@ -676,8 +728,9 @@ const CHUNK: usize = 512;
 /// Evaluates a job's definitions over the whole store and, unless cancelled, writes the membership
 /// transitions in one transaction.
 ///
-/// The scanning thread decodes merged profiles and hands chunks to one worker per core, which parse
-/// events and evaluate; each worker keeps its own counters, merged at the end of the pass.
+/// The scanning thread decodes merged profiles and hands chunks to one worker per core, which
+/// evaluate them ([`evaluate_chunk`]); each worker keeps its own counters, merged at the end of the
+/// pass.
 pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<EvaluationOutcome, String> {
     let now_text = input.now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let now_ms = input.now.timestamp_millis();
@@ -770,9 +823,7 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
                                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                                 .recv();
                             let Ok(chunk) = next else { return partial };
-                            for work in chunk {
-                                evaluate_profile(work, context, &mut partial);
-                            }
+                            evaluate_chunk(chunk, context, &mut partial);
                         }
                     })
                 })
