@@ -67,9 +67,10 @@ impl<'q> ChainLeaf<'q> {
     /// Evaluates step `step`'s condition for an event whose field is `value`.
     pub fn test_step_value(&self, step: usize, value: Val<'_>, now_ms: i64) -> Outcome {
         let (what, field) = self.steps[step];
-        let view = OneEvent {
+        let view = SingleField {
             id: field.id(),
             value,
+            on_event: true,
         };
         let cx = Cx::new(&view, now_ms);
         let hit = super::eval::test_on_element(what, &cx, Val::Event(0));
@@ -83,41 +84,6 @@ impl<'q> ChainLeaf<'q> {
     /// an event satisfies a step: the evaluator's own search ([`super::eval::chain_search`]).
     pub fn search(&self, stamps: &[Option<i64>], mut ok: impl FnMut(usize, usize) -> bool) -> bool {
         super::eval::chain_search(&self.counts, stamps, |step, event, _| ok(step, event))
-    }
-}
-
-/// A profile with one event that has a single field.
-struct OneEvent<'v> {
-    id: u32,
-    value: Val<'v>,
-}
-
-impl ProfileView for OneEvent<'_> {
-    fn attribute(&self, _path: &FieldPath) -> Val<'_> {
-        Val::Null
-    }
-
-    fn event_count(&self) -> usize {
-        1
-    }
-
-    fn event_attribute(&self, index: usize, path: &FieldPath) -> Val<'_> {
-        match index == 0 && path.id() == self.id {
-            true => self.value.clone(),
-            false => Val::Null,
-        }
-    }
-
-    fn profile_value(&self) -> Val<'_> {
-        Val::Null
-    }
-
-    fn event_value(&self, _index: usize) -> Val<'_> {
-        Val::Null
-    }
-
-    fn in_segment(&self, _segment_id: &str) -> bool {
-        false
     }
 }
 
@@ -193,35 +159,46 @@ impl Leaf<'_> {
     /// read by an [`Plan::Attribute`] leaf).
     pub fn test_value(&self, path: &FieldPath, value: Val<'_>, now_ms: i64) -> Outcome {
         self.test(
-            &OneAttribute {
+            &SingleField {
                 id: path.id(),
                 value,
+                on_event: false,
             },
             now_ms,
         )
     }
 }
 
-/// A profile with a single attribute.
-struct OneAttribute<'v> {
+/// A profile holding one value: an attribute, or a field of its only event (`on_event`).
+struct SingleField<'v> {
     id: u32,
     value: Val<'v>,
+    on_event: bool,
 }
 
-impl ProfileView for OneAttribute<'_> {
-    fn attribute(&self, path: &FieldPath) -> Val<'_> {
-        match path.id() == self.id {
+impl SingleField<'_> {
+    fn get(&self, path: &FieldPath, on_event: bool) -> Val<'_> {
+        match on_event == self.on_event && path.id() == self.id {
             true => self.value.clone(),
             false => Val::Null,
         }
     }
+}
 
-    fn event_count(&self) -> usize {
-        0
+impl ProfileView for SingleField<'_> {
+    fn attribute(&self, path: &FieldPath) -> Val<'_> {
+        self.get(path, false)
     }
 
-    fn event_attribute(&self, _index: usize, _path: &FieldPath) -> Val<'_> {
-        Val::Null
+    fn event_count(&self) -> usize {
+        usize::from(self.on_event)
+    }
+
+    fn event_attribute(&self, index: usize, path: &FieldPath) -> Val<'_> {
+        match index {
+            0 => self.get(path, true),
+            _ => Val::Null,
+        }
     }
 
     fn profile_value(&self) -> Val<'_> {
