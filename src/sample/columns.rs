@@ -204,13 +204,32 @@ impl OwnedCell {
     }
 }
 
-/// The instant of a string written exactly in the canonical `YYYY-MM-DDTHH:MM:SS.mmmZ` form.
+/// The instant of a string written exactly in the canonical `YYYY-MM-DDTHH:MM:SS.mmmZ` form, the
+/// strings that [`time::format_instant_millis`] renders back unchanged. Checked by shape (digits
+/// and separators where the form has them) plus the parser's range checks, without rendering: this
+/// runs for every string the sample stores.
 fn canonical_instant(value: &str) -> Option<i64> {
-    if value.len() != 24 {
+    const SEPARATORS: [(usize, u8); 7] = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ];
+    let bytes = value.as_bytes();
+    if bytes.len() != 24 {
         return None;
     }
-    let instant = time::parse_instant(value)?;
-    (time::format_instant_millis(instant) == value).then_some(instant)
+    let shaped = bytes.iter().enumerate().all(|(index, byte)| {
+        match SEPARATORS.iter().find(|(at, _)| *at == index) {
+            Some((_, separator)) => byte == separator,
+            None => byte.is_ascii_digit(),
+        }
+    });
+    // A leap second (":60") parses but renders as the next minute.
+    (shaped && &bytes[17..19] != b"60").then(|| time::parse_instant(value))?
 }
 
 /// Which rows have a value, and where it sits among the present ones.
@@ -1686,6 +1705,42 @@ mod tests {
                 .filter(|row| (100..700).contains(row))
                 .collect();
             assert_eq!(tables.matching(&prepared, 100..700), offset, "{source}");
+        }
+    }
+
+    #[test]
+    fn canonical_instants_are_exactly_the_strings_that_render_back_unchanged() {
+        let slow = |value: &str| {
+            let instant = time::parse_instant(value)?;
+            (time::format_instant_millis(instant) == value).then_some(instant)
+        };
+        let mut cases = vec![
+            "2024-06-15T12:00:00.000Z",
+            "0000-01-01T00:00:00.000Z",
+            "9999-12-31T23:59:59.999Z",
+            "2024-02-29T10:00:00.123Z",
+            "2023-02-29T10:00:00.123Z",
+            "2024-06-15T12:00:60.000Z",
+            "2024-06-15t12:00:00.000Z",
+            "2024-06-15 12:00:00.000Z",
+            "2024-06-15T12:00:00.000z",
+            "2024-06-15T24:00:00.000Z",
+            "2024-13-15T12:00:00.000Z",
+            "2024-06-31T12:00:00.000Z",
+            "2024-06-15T12:00:00.0000",
+            "2024-06-15T12:00:00+0000",
+            "+024-06-15T12:00:00.000Z",
+            "2024-06-15T12:00:00Z",
+            "2024-06-15",
+            "",
+            "2024-06-15T12:60:00.000Z",
+        ];
+        let generated: Vec<String> = (0..2000i64)
+            .map(|step| time::format_instant_millis(step * 7_919_999_937 - 40_000_000_000_000))
+            .collect();
+        cases.extend(generated.iter().map(String::as_str));
+        for case in cases {
+            assert_eq!(canonical_instant(case), slow(case), "{case}");
         }
     }
 }
