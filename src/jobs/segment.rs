@@ -575,14 +575,22 @@ impl Partial {
 /// answers as previews); the others per profile, on its JSON, after this job's earlier results.
 fn evaluate_chunk(chunk: Vec<ProfileWork>, context: &GroupContext<'_>, partial: &mut Partial) {
     let mut tables = ProfileTablesBuilder::default();
-    let flattened = chunk.iter().try_for_each(|work| {
-        tables.push_with_event_texts(&work.attributes, work.events.iter().map(String::as_str))
-    });
-    // `None` for definitions left to the per-profile path (and for all of them in the never-seen
-    // case of a chunk whose strings pass 4 GiB).
+    // Flattened only when some definition is answered from columns.
+    let flattened = match context
+        .compiled
+        .iter()
+        .all(|compiled| compiled.reads_memberships)
+    {
+        true => None,
+        false => Some(chunk.iter().try_for_each(|work| {
+            tables.push_with_event_texts(&work.attributes, work.events.iter().map(String::as_str))
+        })),
+    };
+    // `None` for definitions left to the per-profile path (all of them when nothing was flattened,
+    // or in the never-seen case of a chunk whose strings pass 4 GiB).
     let columnar: Vec<Option<Vec<bool>>> = match flattened {
-        Err(_) => vec![None; context.compiled.len()],
-        Ok(()) => {
+        None | Some(Err(_)) => vec![None; context.compiled.len()],
+        Some(Ok(())) => {
             let tables = tables.finish();
             context
                 .compiled

@@ -860,11 +860,26 @@ impl TableBuilder {
         self.rows
     }
 
-    /// Appends a JSON object as a row (anything else becomes an empty row).
+    /// Appends a JSON object as a row (anything else becomes an empty row), flattened by the
+    /// same visitor as [`TableBuilder::push_text_row`].
     pub fn push_row(&mut self, row: &Value) -> Result<(), ColumnError> {
-        if let Value::Object(fields) = row {
+        if row.is_object() {
             let mut key = String::new();
-            self.push_fields(fields, &mut key, true)?;
+            // A `&Value` deserializes infallibly; only a column error can stop the visitor.
+            let flattened = serde::de::DeserializeSeed::deserialize(
+                Flatten {
+                    builder: self,
+                    key: &mut key,
+                    top: true,
+                },
+                row,
+            );
+            if let Some(error) = self.failure.take() {
+                return Err(error);
+            }
+            if flattened.is_err() {
+                self.clear_row();
+            }
         }
         self.rows += 1;
         Ok(())
@@ -909,41 +924,6 @@ impl TableBuilder {
                 column.values.pop();
             }
         }
-    }
-
-    fn push_fields(
-        &mut self,
-        fields: &Map<String, Value>,
-        key: &mut String,
-        top: bool,
-    ) -> Result<(), ColumnError> {
-        for (name, value) in fields {
-            let length = key.len();
-            if !top {
-                key.push(SEPARATOR);
-            }
-            key.push_str(name);
-            match value {
-                Value::Null => {}
-                Value::Object(inner) if !inner.is_empty() => self.push_fields(inner, key, false)?,
-                Value::Object(_) | Value::Array(_) => {
-                    self.push_cell(key, Cell::Json(&value.to_string()))?;
-                }
-                Value::Bool(flag) => self.push_cell(key, Cell::Bool(*flag))?,
-                Value::Number(number) => match number.as_i64() {
-                    Some(int) => self.push_cell(key, Cell::Int(int))?,
-                    None => {
-                        self.push_cell(key, Cell::Double(number.as_f64().unwrap_or(f64::NAN)))?
-                    }
-                },
-                Value::String(text) => match canonical_instant(text) {
-                    Some(instant) => self.push_cell(key, Cell::Time(instant))?,
-                    None => self.push_cell(key, Cell::Str(text))?,
-                },
-            }
-            key.truncate(length);
-        }
-        Ok(())
     }
 
     fn push_cell(&mut self, key: &str, cell: Cell<'_>) -> Result<(), ColumnError> {

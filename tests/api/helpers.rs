@@ -189,6 +189,11 @@ pub async fn assert_envelope(response: Response, status: u16) -> serde_json::Val
     body
 }
 
+/// Asserts that `GET path` answers 404 with the error envelope (a deleted or unknown resource).
+pub async fn assert_not_found(app: &TestApp, path: &str) {
+    assert_envelope(app.request(Method::GET, path).send().await.unwrap(), 404).await;
+}
+
 /// Creates a Catalog dataset from `body` as client A in `ORG_A`/`prod` and returns its id.
 pub async fn post_dataset(app: &TestApp, body: &serde_json::Value) -> String {
     let created = app

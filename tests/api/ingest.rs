@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, json, spawn_app};
+use crate::helpers::{TestApp, assert_envelope, assert_not_found, json, spawn_app};
 
 const BATCHES: &str = "/data/foundation/import/batches";
 
@@ -278,6 +278,6 @@ async fn an_unreadable_file_fails_the_whole_batch_and_stores_nothing() {
         let path = format!(
             "/data/core/ups/access/entities?schema.name=_xdm.context.profile&entityId={crm_id}&entityIdNS=CRMID"
         );
-        assert_envelope(app.request(Method::GET, &path).send().await.unwrap(), 404).await;
+        assert_not_found(&app, &path).await;
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{ORG_A, TestApp, assert_envelope, json, spawn_app};
+use crate::helpers::{ORG_A, TestApp, assert_envelope, assert_not_found, json, spawn_app};
 use crate::ingest::{create_dataset, ingest_json_lines};
 
 const PROFILE: &str = "https://ns.adobe.com/xdm/context/profile";
@@ -182,14 +182,7 @@ async fn previews_check_the_expression_stay_in_their_tenant_and_can_be_killed() 
     )
     .await;
     assert_eq!(killed, json!({"status": true, "message": "KILLED"}));
-    assert_envelope(
-        app.request(Method::GET, &format!("/data/core/ups/preview/{preview_id}"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    assert_not_found(&app, &format!("/data/core/ups/preview/{preview_id}")).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use reqwest::Method;
 use segmentd::clock::ManualClock;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, json, spawn_app_with_clock};
+use crate::helpers::{TestApp, assert_envelope, assert_not_found, json, spawn_app_with_clock};
 
 const SCHEDULES: &str = "/data/core/ups/config/schedules";
 
@@ -213,14 +213,7 @@ async fn schedules_enforce_the_rules_and_patch_atomically() {
             .status(),
         204
     );
-    assert_envelope(
-        app.request(Method::GET, &format!("{SCHEDULES}/{id}"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    assert_not_found(&app, &format!("{SCHEDULES}/{id}")).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{ORG_A, TestApp, assert_envelope, json, spawn_app};
+use crate::helpers::{ORG_A, TestApp, assert_envelope, assert_not_found, json, spawn_app};
 
 const DEFINITIONS: &str = "/data/core/ups/segment/definitions";
 
@@ -125,14 +125,7 @@ async fn definitions_are_created_read_listed_updated_and_deleted() {
             .status(),
         200
     );
-    assert_envelope(
-        app.request(Method::GET, &format!("{DEFINITIONS}/{id}"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    assert_not_found(&app, &format!("{DEFINITIONS}/{id}")).await;
 }
 
 #[tokio::test]

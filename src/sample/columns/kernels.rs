@@ -231,10 +231,15 @@ impl ProfileTables {
                 .iter()
                 .map(|row| tabulated.get(&self.attributes, *row as usize))
                 .collect(),
-            Step::Chain { chain, steps } => rows
-                .iter()
-                .map(|row| self.chain_outcome(prepared, chain, steps, *row as usize))
-                .collect(),
+            Step::Chain { chain, steps } => {
+                // One timestamp buffer for the whole chunk.
+                let mut stamps = Vec::new();
+                rows.iter()
+                    .map(|row| {
+                        self.chain_outcome(prepared, chain, steps, *row as usize, &mut stamps)
+                    })
+                    .collect()
+            }
             Step::Row(leaf) => rows
                 .iter()
                 .map(|row| leaf.test(&self.row(&prepared.bound, *row as usize), prepared.now_ms))
@@ -250,14 +255,17 @@ impl ProfileTables {
         chain: &ChainLeaf<'_>,
         steps: &[Tabulated],
         row: usize,
+        stamps: &mut Vec<Option<i64>>,
     ) -> Outcome {
         let view = self.row(&prepared.bound, row);
         let events = self.event_range(row);
-        let stamps: Vec<Option<i64>> = (0..events.len())
-            .map(|index| view.event_attribute(index, chain.timestamp()).as_instant())
-            .collect();
+        stamps.clear();
+        stamps.extend(
+            (0..events.len())
+                .map(|index| view.event_attribute(index, chain.timestamp()).as_instant()),
+        );
         let mut error = false;
-        let hit = chain.search(&stamps, |step, index| {
+        let hit = chain.search(stamps, |step, index| {
             match steps[step].get(&self.events, events.start + index) {
                 Outcome::True => true,
                 Outcome::False => false,
