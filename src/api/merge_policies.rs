@@ -190,17 +190,23 @@ pub async fn merge_policies_replace(
     AppPath(id): AppPath<String>,
     AppJson(spec): AppJson<MergePolicySpec>,
 ) -> ApiResult<Json<MergePolicyResource>> {
+    update(&state, scope, id, move |_| Ok(spec)).await
+}
+
+/// Applies `change` to a stored policy in one metadata transaction and answers the result.
+async fn update(
+    state: &AppState,
+    scope: RequestScope,
+    id: String,
+    change: impl FnOnce(&MergePolicySpec) -> Result<MergePolicySpec, PolicyError> + Send + 'static,
+) -> ApiResult<Json<MergePolicyResource>> {
     let now = state.clock.now().timestamp();
     let tenant = scope.tenant;
     let policy = state
         .metadata
         .call(move |connection| {
             Ok(policies::update_blocking(
-                connection,
-                &tenant,
-                &id,
-                |_| Ok(spec),
-                now,
+                connection, &tenant, &id, change, now,
             ))
         })
         .await??;
@@ -227,21 +233,10 @@ pub async fn merge_policies_patch(
             ));
         }
     };
-    let now = state.clock.now().timestamp();
-    let tenant = scope.tenant;
-    let policy = state
-        .metadata
-        .call(move |connection| {
-            Ok(policies::update_blocking(
-                connection,
-                &tenant,
-                &id,
-                |spec| apply_patch(spec, &operations),
-                now,
-            ))
-        })
-        .await??;
-    Ok(Json(policy))
+    update(&state, scope, id, move |spec| {
+        apply_patch(spec, &operations)
+    })
+    .await
 }
 
 /// Patchable paths, with the OpenAPI's misspelling `idActiveOnEdge` accepted.
