@@ -176,6 +176,29 @@ fn bench_store(c: &mut Criterion) {
             })
         },
     );
+    let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    group.bench_function(
+        format!("scan_merged_with_events_{threads}_threads/{profiles}_profiles"),
+        |b| {
+            b.iter(|| {
+                let mut events = vec![0usize; threads];
+                let mut consumers: Vec<_> = events
+                    .iter_mut()
+                    .map(|count| {
+                        move |profile: segmentd::store::profiles::MergedProfile| {
+                            *count += profile.events.len();
+                            std::ops::ControlFlow::Continue(())
+                        }
+                    })
+                    .collect();
+                let stats = store
+                    .scan_parallel(&tenant, &MergePolicy::default(), &mut consumers)
+                    .expect("scan");
+                drop(consumers);
+                black_box((stats, events))
+            })
+        },
+    );
     group.finish();
 }
 

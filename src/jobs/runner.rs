@@ -172,7 +172,7 @@ impl SegmentJobRunner {
             Err(message) => return self.fail(tenant, id, message),
         };
         let cancelled = || self.cancel_requests.contains(id) || self.shutting_down.is_cancelled();
-        let mut progress = |processed: u64| {
+        let progress = |processed: u64| {
             let clock_ms = self.clock.now().timestamp_millis();
             let result = self.metadata.call_blocking(|connection| {
                 Ok(segment::update_blocking(
@@ -195,7 +195,7 @@ impl SegmentJobRunner {
             definitions,
             now,
             cancelled: &cancelled,
-            progress: &mut progress,
+            progress: &progress,
         };
         match segment::evaluate(input, tenant) {
             Err(message) => self.fail(tenant, id, message),

@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -21,7 +23,7 @@ use crate::sample::columns::ProfileTablesBuilder;
 use crate::segment::definitions::{self, SegmentDefinition};
 use crate::store::membership::{Membership, MembershipStatus, MembershipStore, Memberships};
 use crate::store::metadata::StoreError;
-use crate::store::profiles::{MergePolicy, ProfileStore};
+use crate::store::profiles::{MergePolicy, MergedProfile, ProfileStore};
 use crate::tenant::Tenant;
 
 /// Namespace of Platform segments in `segmentMembership`.
@@ -437,10 +439,11 @@ pub struct EvaluationInput<'a> {
     pub definitions: Vec<(SegmentDefinition, MergePolicy)>,
     /// The job's start: relative dates and `lastQualificationTime` use it.
     pub now: DateTime<Utc>,
-    /// Checked between chunks; true means stop and write nothing.
-    pub cancelled: &'a dyn Fn() -> bool,
-    /// Called with the number of profiles evaluated so far.
-    pub progress: &'a mut dyn FnMut(u64),
+    /// Checked every few thousand profiles, from any scanning thread; true means stop and write
+    /// nothing.
+    pub cancelled: &'a (dyn Fn() -> bool + Sync),
+    /// Called, from any scanning thread, with the number of profiles evaluated so far.
+    pub progress: &'a (dyn Fn(u64) + Sync),
 }
 
 /// The outcome of an evaluation that ran to the end.
@@ -494,7 +497,7 @@ struct ProfileWork {
 }
 
 impl ProfileWork {
-    fn from_profile(profile: crate::store::profiles::MergedProfile) -> Option<Self> {
+    fn from_profile(profile: MergedProfile) -> Option<Self> {
         let profile_xid = profile.xid()?;
         let mut namespaces: Vec<String> = profile
             .identities
@@ -730,15 +733,25 @@ fn evaluate_profile(
     }
 }
 
-/// Profiles handed to a worker at once.
+/// Profiles a worker evaluates at once.
 const CHUNK: usize = 512;
+
+/// Profiles between two progress reports (and cancellation checks).
+const PROGRESS_EVERY: u64 = 4096;
+
+/// One scanning thread's pending chunk and counters.
+#[derive(Default)]
+struct ChunkWorker {
+    chunk: Vec<ProfileWork>,
+    partial: Partial,
+}
 
 /// Evaluates a job's definitions over the whole store and, unless cancelled, writes the membership
 /// transitions in one transaction.
 ///
-/// The scanning thread decodes merged profiles and hands chunks to one worker per core, which
-/// evaluate them ([`evaluate_chunk`]); each worker keeps its own counters, merged at the end of the
-/// pass.
+/// One thread per core scans its own range of the store ([`ProfileStore::scan_parallel`]),
+/// decoding merged profiles and evaluating them in chunks ([`evaluate_chunk`]) with its own
+/// counters, merged at the end of the pass.
 pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<EvaluationOutcome, String> {
     let now_text = input.now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let now_ms = input.now.timestamp_millis();
@@ -748,7 +761,7 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
         .all(tenant)
         .map_err(|error| error.to_string())?;
     let mut all_updates: HashMap<String, Memberships> = HashMap::new();
-    let mut processed = 0u64;
+    let processed = AtomicU64::new(0);
     let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
 
     // Group by merge policy: one pass over the store per distinct policy.
@@ -814,66 +827,52 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             now_ms,
             now_text: &now_text,
         };
-        let mut scanned = 0u64;
-        let mut cancelled = false;
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<ProfileWork>>(workers * 2);
-        let receiver = std::sync::Mutex::new(receiver);
-        let scan_result = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    let (receiver, context) = (&receiver, &context);
-                    scope.spawn(move || {
-                        let mut partial = Partial::default();
-                        loop {
-                            // The lock is held only to take the next chunk.
-                            let next = receiver
-                                .lock()
-                                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                                .recv();
-                            let Ok(chunk) = next else { return partial };
-                            evaluate_chunk(chunk, context, &mut partial);
+        let cancelled = AtomicBool::new(false);
+        let processed_before = processed.load(Ordering::Relaxed);
+        let mut chunk_workers: Vec<ChunkWorker> =
+            (0..workers).map(|_| ChunkWorker::default()).collect();
+        let mut consumers: Vec<_> = chunk_workers
+            .iter_mut()
+            .map(|worker| {
+                let (context, processed, cancelled) = (&context, &processed, &cancelled);
+                move |profile: MergedProfile| {
+                    let count = processed.fetch_add(1, Ordering::Relaxed) + 1;
+                    if count % PROGRESS_EVERY == 0 {
+                        (input.progress)(count);
+                        if (input.cancelled)() {
+                            cancelled.store(true, Ordering::Relaxed);
+                            return ControlFlow::Break(());
                         }
-                    })
-                })
-                .collect();
-            let mut chunk = Vec::with_capacity(CHUNK);
-            let result = input.profiles.scan(tenant, policy, |profile| {
-                if cancelled {
-                    return;
-                }
-                scanned += 1;
-                processed += 1;
-                if processed % 4096 == 0 {
-                    (input.progress)(processed);
-                    if (input.cancelled)() {
-                        cancelled = true;
-                        return;
                     }
+                    if let Some(work) = ProfileWork::from_profile(profile) {
+                        worker.chunk.push(work);
+                    }
+                    if worker.chunk.len() == CHUNK {
+                        evaluate_chunk(
+                            std::mem::take(&mut worker.chunk),
+                            context,
+                            &mut worker.partial,
+                        );
+                    }
+                    ControlFlow::Continue(())
                 }
-                if let Some(work) = ProfileWork::from_profile(profile) {
-                    chunk.push(work);
-                }
-                if chunk.len() == CHUNK {
-                    // A send fails only if every worker died, which their join reports below.
-                    let _ = sender.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
-                }
-            });
+            })
+            .collect();
+        input
+            .profiles
+            .scan_parallel(tenant, policy, &mut consumers)
+            .map_err(|error| error.to_string())?;
+        drop(consumers);
+        let mut scan_result = Partial::default();
+        for worker in chunk_workers {
+            let ChunkWorker { chunk, mut partial } = worker;
             if !chunk.is_empty() {
-                let _ = sender.send(chunk);
+                evaluate_chunk(chunk, &context, &mut partial);
             }
-            drop(sender);
-            let mut group = Partial::default();
-            for handle in handles {
-                group.absorb(
-                    handle
-                        .join()
-                        .map_err(|_| "an evaluation worker panicked".to_owned())?,
-                );
-            }
-            result.map_err(|error| error.to_string())?;
-            Ok::<Partial, String>(group)
-        })?;
-        if cancelled || (input.cancelled)() {
+            scan_result.absorb(partial);
+        }
+        let scanned = processed.load(Ordering::Relaxed) - processed_before;
+        if cancelled.load(Ordering::Relaxed) || (input.cancelled)() {
             return Ok(EvaluationOutcome {
                 metrics: totals.metrics,
                 cancelled: true,
@@ -893,7 +892,7 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             updates: HashMap::new(),
         });
     }
-    totals.metrics.total_profiles = Some(processed);
+    totals.metrics.total_profiles = Some(processed.into_inner());
     let updates: Vec<(String, Memberships)> = all_updates.into_iter().collect();
     input
         .memberships

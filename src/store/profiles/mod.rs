@@ -71,8 +71,10 @@ pub mod identity;
 pub mod merge;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde_json::Value;
@@ -339,56 +341,97 @@ impl ProfileStore {
         policy: &MergePolicy,
         mut f: impl FnMut(MergedProfile),
     ) -> Result<ScanStats, ProfileStoreError> {
-        let txn = self.db.begin_read()?;
-        let mut stats = ScanStats::default();
-        let Some(tenant_id) = lookup_tenant(&txn, tenant)? else {
-            return Ok(stats);
+        let Some(snapshot) = self.snapshot(tenant)? else {
+            return Ok(ScanStats::default());
         };
-        let persons = txn.open_table(PERSONS)?;
-        let range = persons.range(
-            person_key(tenant_id, 0, 0).as_slice()..person_key(tenant_id + 1, 0, 0).as_slice(),
-        )?;
-        // Holding the guards of one person keeps its bytes borrowed until it is merged.
-        let mut current: Option<(u64, redb::AccessGuard<'static, &[u8]>)> = None;
-        let mut chunks: Vec<redb::AccessGuard<'static, &[u8]>> = Vec::new();
-        let mut emit = |profile: MergedProfile| {
-            stats.profiles += 1;
+        let mut consume = |profile| {
             f(profile);
+            ControlFlow::Continue(())
         };
-        let mut skipped = 0;
-        let mut finish = |header: &redb::AccessGuard<'static, &[u8]>,
-                          person_id: u64,
-                          chunks: &[redb::AccessGuard<'static, &[u8]>],
-                          emit: &mut dyn FnMut(MergedProfile)|
-         -> Result<(), ProfileStoreError> {
-            let header = codec::decode_header(header.value())?;
-            if header.identities.len() > merge::MAX_GRAPH_IDENTITIES {
-                skipped += 1;
-                return Ok(());
-            }
-            let mut events = Vec::with_capacity(header.event_count as usize);
-            for chunk in chunks {
-                codec::decode_chunk(chunk.value(), &mut events)?;
-            }
-            merge::merge_person(person_id, &header, &events, policy, emit)
+        let stop = AtomicBool::new(false);
+        let all = 0..snapshot.next_person;
+        scan_persons(
+            &snapshot.persons,
+            snapshot.tenant_id,
+            all,
+            policy,
+            &stop,
+            &mut consume,
+        )
+    }
+
+    /// Opens a read snapshot of the tenant's persons, or `None` for a tenant without data.
+    fn snapshot(&self, tenant: &Tenant) -> Result<Option<PersonsSnapshot>, ProfileStoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(tenant_id) = lookup_tenant(&txn, tenant)? else {
+            return Ok(None);
         };
-        for entry in range {
-            let (key, value) = entry?;
-            let (person_id, seq) = split_person_key(key.value())?;
-            if seq == 0 {
-                if let Some((previous, header)) = current.take() {
-                    finish(&header, previous, &chunks, &mut emit)?;
-                    chunks.clear();
-                }
-                current = Some((person_id, value));
-            } else {
-                chunks.push(value);
-            }
+        let next_person = txn
+            .open_table(META)?
+            .get(meta_key(tenant_id, TAG_NEXT_PERSON, "").as_slice())?
+            .map_or(1, |v| v.value());
+        Ok(Some(PersonsSnapshot {
+            persons: txn.open_table(PERSONS)?,
+            tenant_id,
+            next_person,
+        }))
+    }
+
+    /// Like [`ProfileStore::scan`], split over one thread per consumer: the tenant's persons are
+    /// cut into as many contiguous person-id ranges, each read in key order by its own thread
+    /// and handed to its own consumer, all on one read snapshot, so every merged profile reaches
+    /// exactly one consumer. A consumer that answers `Break` ends the whole pass early (a
+    /// cancelled job). With one consumer the pass runs on the calling thread.
+    pub fn scan_parallel<F>(
+        &self,
+        tenant: &Tenant,
+        policy: &MergePolicy,
+        consumers: &mut [F],
+    ) -> Result<ScanStats, ProfileStoreError>
+    where
+        F: FnMut(MergedProfile) -> ControlFlow<()> + Send,
+    {
+        let Some(PersonsSnapshot {
+            persons,
+            tenant_id,
+            next_person,
+        }) = self.snapshot(tenant)?
+        else {
+            return Ok(ScanStats::default());
+        };
+        let stop = AtomicBool::new(false);
+        let parts = consumers.len().max(1) as u64;
+        // Person ids are dense from 1 (merges and deletes leave holes), so equal id ranges hold
+        // about equally many persons.
+        let bound = |part: u64| 1 + (next_person.saturating_sub(1) * part) / parts;
+        let scan_part = |part: usize, consume: &mut F| {
+            let persons_range = bound(part as u64)..bound(part as u64 + 1);
+            scan_persons(&persons, tenant_id, persons_range, policy, &stop, consume)
+        };
+        let results: Vec<Result<ScanStats, ProfileStoreError>> = match consumers {
+            [only] => vec![scan_part(0, only)],
+            _ => std::thread::scope(|scope| {
+                let handles: Vec<_> = consumers
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(part, consume)| scope.spawn(move || scan_part(part, consume)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            }),
+        };
+        let mut stats = ScanStats::default();
+        for result in results {
+            let part = result?;
+            stats.profiles += part.profiles;
+            stats.skipped_large_graphs += part.skipped_large_graphs;
         }
-        if let Some((previous, header)) = current.take() {
-            finish(&header, previous, &chunks, &mut emit)?;
-        }
-        stats.skipped_large_graphs = skipped;
         Ok(stats)
     }
 
@@ -487,6 +530,83 @@ impl ProfileStore {
         txn.commit()?;
         Ok(deleted)
     }
+}
+
+/// The persons table of one read transaction, with the tenant's id and its next person id (every
+/// person id of the tenant is below it).
+struct PersonsSnapshot {
+    persons: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    tenant_id: u32,
+    next_person: u64,
+}
+
+/// Reads the persons whose ids fall in `person_ids` in key order and hands each merged profile
+/// to `consume`, until the range ends or `stop` is set (by this or another part's consumer).
+fn scan_persons<F>(
+    persons: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    tenant_id: u32,
+    person_ids: std::ops::Range<u64>,
+    policy: &MergePolicy,
+    stop: &AtomicBool,
+    consume: &mut F,
+) -> Result<ScanStats, ProfileStoreError>
+where
+    F: FnMut(MergedProfile) -> ControlFlow<()>,
+{
+    let mut stats = ScanStats::default();
+    let range = persons.range(
+        person_key(tenant_id, person_ids.start, 0).as_slice()
+            ..person_key(tenant_id, person_ids.end, 0).as_slice(),
+    )?;
+    let mut emit = |profile: MergedProfile| {
+        stats.profiles += 1;
+        if consume(profile).is_break() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+    let mut skipped = 0;
+    // Holding the guards of one person keeps its bytes borrowed until it is merged.
+    let mut current: Option<(u64, redb::AccessGuard<'static, &[u8]>)> = None;
+    let mut chunks: Vec<redb::AccessGuard<'static, &[u8]>> = Vec::new();
+    let mut finish = |header: &redb::AccessGuard<'static, &[u8]>,
+                      person_id: u64,
+                      chunks: &[redb::AccessGuard<'static, &[u8]>],
+                      emit: &mut dyn FnMut(MergedProfile)|
+     -> Result<(), ProfileStoreError> {
+        let header = codec::decode_header(header.value())?;
+        if header.identities.len() > merge::MAX_GRAPH_IDENTITIES {
+            skipped += 1;
+            return Ok(());
+        }
+        let mut events = Vec::with_capacity(header.event_count as usize);
+        for chunk in chunks {
+            codec::decode_chunk(chunk.value(), &mut events)?;
+        }
+        merge::merge_person(person_id, &header, &events, policy, emit)
+    };
+    for entry in range {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let (key, value) = entry?;
+        let (person_id, seq) = split_person_key(key.value())?;
+        if seq == 0 {
+            if let Some((previous, header)) = current.take() {
+                finish(&header, previous, &chunks, &mut emit)?;
+                chunks.clear();
+            }
+            current = Some((person_id, value));
+        } else {
+            chunks.push(value);
+        }
+    }
+    if let Some((previous, header)) = current.take()
+        && !stop.load(Ordering::Relaxed)
+    {
+        finish(&header, previous, &chunks, &mut emit)?;
+    }
+    stats.skipped_large_graphs = skipped;
+    Ok(stats)
 }
 
 impl ProfileStoreError {

@@ -451,3 +451,85 @@ fn store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ProfileStore>();
 }
+
+#[test]
+fn a_parallel_scan_hands_every_profile_to_exactly_one_consumer() {
+    let (_dir, store) = open();
+    let t = tenant();
+    // 60 persons, 10 of them merged away by a linking record, so person ids have holes.
+    let records = (0..60).map(|n| {
+        record(
+            json!({"CRMID": [{"id": format!("c-{n}"), "primary": true}]}),
+            json!({"loyalty": {"points": n}}),
+        )
+    });
+    store
+        .apply_batch(&t, "crm", RecordKind::Profile, records)
+        .unwrap();
+    let links = (0..10).map(|n| {
+        record(
+            json!({"CRMID": [{"id": format!("c-{n}"), "primary": true}, {"id": format!("c-{}", n + 30)}]}),
+            json!({}),
+        )
+    });
+    store
+        .apply_batch(&t, "links", RecordKind::Profile, links)
+        .unwrap();
+    let sequential: Vec<u64> = all_profiles(&store, &MergePolicy::default())
+        .iter()
+        .map(|profile| profile.person_id)
+        .collect();
+    assert_eq!(sequential.len(), 50);
+    for threads in [1, 2, 3, 7, 64] {
+        let mut seen = vec![Vec::new(); threads];
+        let mut consumers: Vec<_> = seen
+            .iter_mut()
+            .map(|persons| {
+                move |profile: MergedProfile| {
+                    persons.push(profile.person_id);
+                    ControlFlow::Continue(())
+                }
+            })
+            .collect();
+        let stats = store
+            .scan_parallel(&t, &MergePolicy::default(), &mut consumers)
+            .unwrap();
+        drop(consumers);
+        assert_eq!(stats.profiles, 50, "{threads} threads");
+        // Parts are contiguous id ranges in order, so concatenating them gives the sequential scan.
+        assert_eq!(seen.concat(), sequential, "{threads} threads");
+        if threads == 2 {
+            assert!(
+                seen.iter().all(|part| !part.is_empty()),
+                "both parts get work"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_consumer_breaking_ends_the_parallel_scan() {
+    let (_dir, store) = open();
+    let t = tenant();
+    let records = (0..100).map(|n| {
+        record(
+            json!({"CRMID": [{"id": format!("c-{n}"), "primary": true}]}),
+            json!({}),
+        )
+    });
+    store
+        .apply_batch(&t, "crm", RecordKind::Profile, records)
+        .unwrap();
+    let mut handed = 0;
+    let mut consumers = [|_: MergedProfile| {
+        handed += 1;
+        match handed {
+            5 => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }];
+    store
+        .scan_parallel(&t, &MergePolicy::default(), &mut consumers)
+        .unwrap();
+    assert_eq!(handed, 5);
+}
