@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::pql::{self, CompiledQuery};
 use crate::profile::policies::{self, SandboxInfo};
-use crate::sample::columns::ProfileTablesBuilder;
+use crate::sample::columns::{ProfileTablesBuilder, Projection};
 use crate::segment::definitions::{self, SegmentDefinition};
 use crate::store::membership::{Membership, MembershipStatus, MembershipStore, Memberships};
 use crate::store::metadata::StoreError;
@@ -533,6 +534,8 @@ struct GroupContext<'a> {
     current: &'a HashMap<String, Memberships>,
     now_ms: i64,
     now_text: &'a str,
+    /// The fields the column-answered definitions read: chunks are flattened with only those.
+    projection: Option<Arc<Projection>>,
 }
 
 /// Partial results of one worker: counters and changed memberships.
@@ -575,9 +578,10 @@ impl Partial {
 
 /// Evaluates a chunk of profiles. Definitions that do not read memberships are evaluated column
 /// at a time over the chunk flattened into the sample's columnar tables (the same kernels and
-/// answers as previews); the others per profile, on its JSON, after this job's earlier results.
+/// answers as previews), holding only the fields those definitions read ([`Projection`]); the
+/// others per profile, on its JSON, after this job's earlier results.
 fn evaluate_chunk(chunk: Vec<ProfileWork>, context: &GroupContext<'_>, partial: &mut Partial) {
-    let mut tables = ProfileTablesBuilder::default();
+    let mut tables = ProfileTablesBuilder::projected(context.projection.clone());
     // Flattened only when some definition is answered from columns.
     let flattened = match context
         .compiled
@@ -599,14 +603,18 @@ fn evaluate_chunk(chunk: Vec<ProfileWork>, context: &GroupContext<'_>, partial: 
                 .compiled
                 .iter()
                 .map(|compiled| {
-                    (!compiled.reads_memberships).then(|| {
-                        let prepared = tables.prepare(&compiled.query, context.now_ms);
-                        let mut qualifies = vec![false; chunk.len()];
-                        for row in tables.matching(&prepared, 0..chunk.len()) {
-                            qualifies[row as usize] = true;
-                        }
-                        qualifies
-                    })
+                    (!compiled.reads_memberships)
+                        .then(|| {
+                            let prepared = tables.prepare(&compiled.query, context.now_ms);
+                            let mut qualifies = vec![false; chunk.len()];
+                            for row in tables.matching(&prepared, 0..chunk.len()) {
+                                qualifies[row as usize] = true;
+                            }
+                            // A whole profile or event was read: the projected tables lack fields
+                            // it has, so the definition runs per profile on the full JSON instead.
+                            (!tables.take_whole_value_reads()).then_some(qualifies)
+                        })
+                        .flatten()
                 })
                 .collect()
         }
@@ -820,12 +828,20 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
                 })
             })
             .collect::<Result<_, String>>()?;
+        let projection = Projection::of(
+            compiled
+                .iter()
+                .filter(|compiled| !compiled.reads_memberships)
+                .map(|compiled| &compiled.query),
+        )
+        .map(Arc::new);
         let context = GroupContext {
             compiled: &compiled,
             reads_events,
             current: &current,
             now_ms,
             now_text: &now_text,
+            projection,
         };
         let cancelled = AtomicBool::new(false);
         let processed_before = processed.load(Ordering::Relaxed);
