@@ -493,8 +493,9 @@ struct ProfileWork {
     xid: String,
     namespaces: Vec<String>,
     attributes: Value,
-    /// Events as stored (JSON text): flattened or parsed on the worker, not on the scanning thread.
-    events: Vec<String>,
+    /// Events as stored (packed JSON): flattened, or unpacked for per-profile evaluation, only
+    /// when a definition needs them.
+    events: Vec<Vec<u8>>,
 }
 
 impl ProfileWork {
@@ -511,7 +512,11 @@ impl ProfileWork {
             xid: profile_xid,
             namespaces,
             attributes: profile.attributes,
-            events: profile.events.into_iter().map(|event| event.json).collect(),
+            events: profile
+                .events
+                .into_iter()
+                .map(|event| event.packed)
+                .collect(),
         })
     }
 }
@@ -590,7 +595,7 @@ fn evaluate_chunk(chunk: Vec<ProfileWork>, context: &GroupContext<'_>, partial: 
     {
         true => None,
         false => Some(chunk.iter().try_for_each(|work| {
-            tables.push_with_event_texts(&work.attributes, work.events.iter().map(String::as_str))
+            tables.push_with_packed_events(&work.attributes, work.events.iter().map(Vec::as_slice))
         })),
     };
     // `None` for definitions left to the per-profile path (all of them when nothing was flattened,
@@ -634,7 +639,7 @@ fn evaluate_profile(
     partial: &mut Partial,
     precomputed: impl Fn(usize) -> Option<bool>,
 ) {
-    // Parsed on first need; events whose stored JSON does not parse cannot match anything.
+    // Unpacked on first need; events whose stored bytes do not unpack cannot match anything.
     let mut events: Option<Vec<Value>> = None;
     // Copied only when this profile's memberships change.
     let mut memberships: Cow<'_, Memberships> = match context.current.get(&work.xid) {
@@ -668,7 +673,7 @@ fn evaluate_profile(
                     true => work
                         .events
                         .iter()
-                        .filter_map(|event| serde_json::from_str(event).ok())
+                        .filter_map(|event| crate::store::profiles::packed::to_value(event).ok())
                         .collect(),
                     false => Vec::new(),
                 });

@@ -47,6 +47,7 @@ pub use kernels::PreparedQuery;
 
 use crate::pql::view::walk_json;
 use crate::pql::{CompiledQuery, FieldPath, ProfileView, Val, time};
+use crate::store::profiles::packed::PackedDeserializer;
 
 /// Joins path segments into a column key; NUL does not occur in XDM field names.
 const SEPARATOR: char = '\0';
@@ -930,7 +931,7 @@ impl TableBuilder {
     }
 
     /// Appends a JSON object as a row (anything else becomes an empty row), flattened by the
-    /// same visitor as [`TableBuilder::push_text_row`].
+    /// same visitor as [`TableBuilder::push_packed_row`].
     pub fn push_row(&mut self, row: &Value) -> Result<(), ColumnError> {
         if row.is_object() {
             let mut key = String::new();
@@ -955,12 +956,13 @@ impl TableBuilder {
         Ok(())
     }
 
-    /// Appends a row given as JSON text, flattening it while it is parsed (no intermediate
-    /// `serde_json::Value` except for arrays). Returns `false`, appending nothing, when the text
-    /// is not a JSON object.
-    pub fn push_text_row(&mut self, text: &str) -> Result<bool, ColumnError> {
+    /// Appends a row given as packed JSON (the store's event bodies), flattening it while it is
+    /// read (no intermediate `serde_json::Value` except for arrays; fields a projection leaves
+    /// out are skipped whole). Returns `false`, appending nothing, when the bytes are not a
+    /// packed JSON object.
+    pub fn push_packed_row(&mut self, bytes: &[u8]) -> Result<bool, ColumnError> {
         let mut key = String::new();
-        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let mut deserializer = PackedDeserializer::new(bytes);
         let parsed = serde::de::DeserializeSeed::deserialize(
             Flatten {
                 whole: self.projection.is_none(),
@@ -1235,16 +1237,16 @@ impl ProfileTablesBuilder {
         self.event_ends.is_empty()
     }
 
-    /// Appends a profile and its events given as JSON text (oldest first); an event that is not a
-    /// JSON object is skipped.
-    pub fn push_with_event_texts<'e>(
+    /// Appends a profile and its events given packed (oldest first); an event that is not a
+    /// packed JSON object is skipped.
+    pub fn push_with_packed_events<'e>(
         &mut self,
         attributes: &Value,
-        events: impl IntoIterator<Item = &'e str>,
+        events: impl IntoIterator<Item = &'e [u8]>,
     ) -> Result<(), ColumnError> {
         self.attributes.push_row(attributes)?;
         for event in events {
-            self.events.push_text_row(event)?;
+            self.events.push_packed_row(event)?;
         }
         self.event_ends.push(self.events.rows());
         Ok(())
@@ -1516,6 +1518,7 @@ impl ProfileView for ProfileRow<'_> {
 mod tests {
     use super::*;
     use crate::pql::{self, JsonProfile, PqlFormat};
+    use crate::store::profiles::packed::to_packed;
     use serde_json::json;
 
     fn vectors() -> Value {
@@ -1614,9 +1617,10 @@ mod tests {
     }
 
     /// A segment job's tables hold only the fields its definitions read: every vector evaluated
-    /// on tables projected to its own query (events flattened from text, as jobs do) gives the
+    /// on tables projected to its own query gives the
     /// JSON evaluator's answer, unless the evaluation read a whole profile or event, which the
-    /// tables report so the job can fall back to the JSON.
+    /// tables report so the job can fall back to the JSON. Events are flattened from packed
+    /// bytes, as jobs do, so skipped fields are skipped by their byte length.
     #[test]
     fn projected_tables_answer_every_vector_like_the_full_json() {
         let vectors = vectors();
@@ -1638,17 +1642,17 @@ mod tests {
             let mut full = ProfileTablesBuilder::default();
             let mut row_of = HashMap::new();
             for (name, fixture) in fixtures {
-                let events: Vec<String> = fixture["events"]
+                let events: Vec<Vec<u8>> = fixture["events"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(Value::to_string)
+                    .map(to_packed)
                     .collect();
                 row_of.insert(name.clone(), builder.len());
                 builder
-                    .push_with_event_texts(&fixture["profile"], events.iter().map(String::as_str))
+                    .push_with_packed_events(&fixture["profile"], events.iter().map(Vec::as_slice))
                     .unwrap();
-                full.push_with_event_texts(&fixture["profile"], events.iter().map(String::as_str))
+                full.push_with_packed_events(&fixture["profile"], events.iter().map(Vec::as_slice))
                     .unwrap();
             }
             let (tables, full) = (builder.finish(), full.finish());
@@ -1699,11 +1703,11 @@ mod tests {
             ..TableBuilder::default()
         };
         builder
-            .push_text_row(
-                r#"{"person": {"name": {"lastName": "X", "firstName": "Y"}, "gender": "f", "age": 3},
-                    "homeAddress": {"countryCode": {"iso": "US", "n": [1]}}, "person.name": 1,
-                    "tags": ["a"], "empty": {}}"#,
-            )
+            .push_packed_row(&to_packed(&json!({
+                "person": {"name": {"lastName": "X", "firstName": "Y"}, "gender": "f", "age": 3},
+                "homeAddress": {"countryCode": {"iso": "US", "n": [1]}}, "person.name": 1,
+                "tags": ["a"], "empty": {}
+            })))
             .unwrap();
         let table = builder.finish();
         let mut keys: Vec<String> = table
@@ -1838,7 +1842,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_flattened_from_text_equal_rows_flattened_from_values() {
+    fn rows_flattened_from_packed_bytes_equal_rows_flattened_from_values() {
         let rows = [
             json!({"_id": "e1", "timestamp": "2024-06-14T10:00:00.000Z", "eventType": "commerce.purchases",
                    "identityMap": {"ECID": [{"id": "1", "primary": true}]}, "empty": {}, "nothing": null,
@@ -1851,16 +1855,22 @@ mod tests {
         let (mut from_values, mut from_text) = (TableBuilder::default(), TableBuilder::default());
         for row in &rows {
             from_values.push_row(row).unwrap();
-            assert!(from_text.push_text_row(&row.to_string()).unwrap());
+            assert!(from_text.push_packed_row(&to_packed(row)).unwrap());
         }
+        let object = to_packed(&json!({"a": 1, "b": "text"}));
+        let mut trailing = object.clone();
+        trailing.push(0);
         for malformed in [
-            "[1, 2]",
-            "\"text\"",
-            "{\"a\": 1",
-            "{\"a\": 1} trailing",
-            "null",
+            to_packed(&json!([1, 2])),
+            to_packed(&json!("text")),
+            to_packed(&json!(null)),
+            object[..object.len() - 1].to_vec(),
+            trailing,
         ] {
-            assert!(!from_text.push_text_row(malformed).unwrap(), "{malformed}");
+            assert!(
+                !from_text.push_packed_row(&malformed).unwrap(),
+                "{malformed:?}"
+            );
         }
         let (from_values, from_text) = (from_values.finish(), from_text.finish());
         assert_eq!(from_text.rows(), rows.len());

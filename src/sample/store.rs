@@ -199,8 +199,8 @@ pub fn build_sample(
             failure = Some(ColumnError::TooLarge("profiles".into()));
             return;
         };
-        let events = profile.events.iter().map(|event| event.json.as_str());
-        if let Err(error) = staging.push_with_event_texts(&profile.attributes, events) {
+        let events = profile.events.iter().map(|event| event.packed.as_slice());
+        if let Err(error) = staging.push_with_packed_events(&profile.attributes, events) {
             failure = Some(error);
             return;
         }

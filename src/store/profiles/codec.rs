@@ -5,11 +5,20 @@
 //! UTF-8 strings. Decoding borrows from the stored bytes, so a scan copies only
 //! what it hands out. Each value starts with a format version byte so a later
 //! layout can be told apart from this one.
+//!
+//! Event chunks of version 1 hold event bodies as JSON text; version 2, written
+//! since, holds them packed ([`super::packed`]). Both are read; a chunk is
+//! rewritten as version 2 when compaction touches it.
 
 use super::ProfileStoreError;
+use super::packed;
 
-/// The version byte written first in every encoded value.
-const FORMAT_VERSION: u8 = 1;
+/// The version byte of person headers.
+const HEADER_VERSION: u8 = 1;
+/// The version byte of event chunks with JSON-text bodies (read, no longer written).
+const TEXT_CHUNK_VERSION: u8 = 1;
+/// The version byte of event chunks with packed bodies.
+const PACKED_CHUNK_VERSION: u8 = 2;
 
 /// One record fragment: the latest record of one primary identity in one dataset
 /// (`ingest-api.md` §9.1–9.2).
@@ -48,6 +57,25 @@ impl PersonHeader {
     }
 }
 
+/// A stored event body.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum EventBody<'a> {
+    /// JSON text (chunks of version 1).
+    Text(&'a str),
+    /// Packed JSON (chunks of version 2).
+    Packed(&'a [u8]),
+}
+
+impl EventBody<'_> {
+    /// The body packed: borrowed bytes copied, JSON text parsed and packed.
+    pub fn to_packed(self) -> Result<Vec<u8>, ProfileStoreError> {
+        match self {
+            EventBody::Packed(bytes) => Ok(bytes.to_vec()),
+            EventBody::Text(text) => Ok(packed::to_packed(&serde_json::from_str(text)?)),
+        }
+    }
+}
+
 /// One stored event, borrowed from an encoded chunk.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct EventRef<'a> {
@@ -59,8 +87,8 @@ pub(crate) struct EventRef<'a> {
     pub primary: &'a str,
     /// The event `_id`.
     pub id: &'a str,
-    /// The event as ingested, serialised JSON.
-    pub body: &'a str,
+    /// The event as ingested.
+    pub body: EventBody<'a>,
 }
 
 /// Appends values to a growing byte buffer.
@@ -84,8 +112,12 @@ impl Encoder {
     }
 
     fn str(&mut self, value: &str) {
+        self.bytes_field(value.as_bytes());
+    }
+
+    fn bytes_field(&mut self, value: &[u8]) {
         self.u32(value.len() as u32);
-        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(value);
     }
 }
 
@@ -126,15 +158,19 @@ impl<'a> Decoder<'a> {
         ))
     }
 
-    fn str(&mut self) -> Result<&'a str, ProfileStoreError> {
+    fn bytes_field(&mut self) -> Result<&'a [u8], ProfileStoreError> {
         let len = self.u32()? as usize;
-        std::str::from_utf8(self.take(len)?)
+        self.take(len)
+    }
+
+    fn str(&mut self) -> Result<&'a str, ProfileStoreError> {
+        std::str::from_utf8(self.bytes_field()?)
             .map_err(|_| ProfileStoreError::Corrupt("invalid utf-8".to_owned()))
     }
 
-    fn version(&mut self) -> Result<(), ProfileStoreError> {
+    fn version(&mut self, known: &[u8]) -> Result<u8, ProfileStoreError> {
         match self.u8()? {
-            FORMAT_VERSION => Ok(()),
+            version if known.contains(&version) => Ok(version),
             other => Err(ProfileStoreError::Corrupt(format!(
                 "unknown value format version {other}"
             ))),
@@ -145,7 +181,7 @@ impl<'a> Decoder<'a> {
 /// Encodes a person header.
 pub(crate) fn encode_header(header: &PersonHeader) -> Vec<u8> {
     let mut encoder = Encoder::default();
-    encoder.bytes.push(FORMAT_VERSION);
+    encoder.bytes.push(HEADER_VERSION);
     encoder.u64(header.event_count);
     encoder.u32(header.chunk_count);
     encoder.u32(header.identities.len() as u32);
@@ -166,7 +202,7 @@ pub(crate) fn encode_header(header: &PersonHeader) -> Vec<u8> {
 /// Decodes a person header written by [`encode_header`].
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<PersonHeader, ProfileStoreError> {
     let mut decoder = Decoder { bytes };
-    decoder.version()?;
+    decoder.version(&[HEADER_VERSION])?;
     let event_count = decoder.u64()?;
     let chunk_count = decoder.u32()?;
     let identity_count = decoder.u32()? as usize;
@@ -193,42 +229,48 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<PersonHeader, ProfileStoreEr
     })
 }
 
-/// Starts an event chunk; events are appended with [`push_event`].
+/// Starts an event chunk; events are appended with [`push_event`] or [`push_event_value`].
 pub(crate) fn new_chunk() -> Encoder {
     let mut encoder = Encoder::default();
-    encoder.bytes.push(FORMAT_VERSION);
+    encoder.bytes.push(PACKED_CHUNK_VERSION);
     encoder
 }
 
-/// Appends one event to a chunk started by [`new_chunk`].
-pub(crate) fn push_event(chunk: &mut Encoder, event: &EventRef<'_>) {
+/// Appends one stored event to a chunk started by [`new_chunk`]; a JSON-text body is packed.
+pub(crate) fn push_event(
+    chunk: &mut Encoder,
+    event: &EventRef<'_>,
+) -> Result<(), ProfileStoreError> {
     chunk.i64(event.timestamp_ms);
     chunk.str(event.dataset_id);
     chunk.str(event.primary);
     chunk.str(event.id);
-    chunk.str(event.body);
+    match event.body {
+        EventBody::Packed(bytes) => chunk.bytes_field(bytes),
+        EventBody::Text(_) => chunk.bytes_field(&event.body.to_packed()?),
+    }
+    Ok(())
 }
 
-/// Appends one event to a chunk, serialising `body` straight into the chunk, so
-/// ingest does not build an intermediate string per event.
-pub(crate) fn push_event_json(
+/// Appends one event to a chunk, packing `body` straight into the chunk, so ingest does not
+/// build an intermediate buffer per event.
+pub(crate) fn push_event_value(
     chunk: &mut Encoder,
     timestamp_ms: i64,
     dataset_id: &str,
     primary: &str,
     id: &str,
     body: &serde_json::Value,
-) -> Result<(), serde_json::Error> {
+) {
     chunk.i64(timestamp_ms);
     chunk.str(dataset_id);
     chunk.str(primary);
     chunk.str(id);
     let length_at = chunk.bytes.len();
     chunk.u32(0);
-    serde_json::to_writer(&mut chunk.bytes, body)?;
+    packed::pack(body, &mut chunk.bytes);
     let length = (chunk.bytes.len() - length_at - 4) as u32;
     chunk.bytes[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
-    Ok(())
 }
 
 /// Decodes every event of a chunk, appending them to `out`.
@@ -237,14 +279,17 @@ pub(crate) fn decode_chunk<'a>(
     out: &mut Vec<EventRef<'a>>,
 ) -> Result<(), ProfileStoreError> {
     let mut decoder = Decoder { bytes };
-    decoder.version()?;
+    let version = decoder.version(&[TEXT_CHUNK_VERSION, PACKED_CHUNK_VERSION])?;
     while !decoder.bytes.is_empty() {
         out.push(EventRef {
             timestamp_ms: decoder.i64()?,
             dataset_id: decoder.str()?,
             primary: decoder.str()?,
             id: decoder.str()?,
-            body: decoder.str()?,
+            body: match version {
+                TEXT_CHUNK_VERSION => EventBody::Text(decoder.str()?),
+                _ => EventBody::Packed(decoder.bytes_field()?),
+            },
         });
     }
     Ok(())
@@ -273,28 +318,56 @@ mod tests {
 
     #[test]
     fn chunk_round_trips_and_rejects_truncation() {
+        let body = serde_json::json!({"a": "b", "n": [1, -2.5]});
+        let packed = packed::to_packed(&body);
         let event = EventRef {
             timestamp_ms: 7,
             dataset_id: "ev",
             primary: "ecid\0e",
             id: "e-1",
-            body: "{}",
+            body: EventBody::Packed(&packed),
         };
         let mut chunk = new_chunk();
-        push_event(&mut chunk, &event);
-        push_event(&mut chunk, &event);
-        let body = serde_json::json!({"a": "b"});
-        push_event_json(&mut chunk, 8, "ev", "ecid\0e", "e-2", &body).unwrap();
+        push_event(&mut chunk, &event).unwrap();
+        push_event_value(&mut chunk, 8, "ev", "ecid\0e", "e-2", &body);
         let mut events = Vec::new();
         decode_chunk(&chunk.bytes, &mut events).unwrap();
         let streamed = EventRef {
             timestamp_ms: 8,
             id: "e-2",
-            body: "{\"a\":\"b\"}",
             ..event
         };
-        assert_eq!(events, vec![event, event, streamed]);
+        assert_eq!(events, vec![event, streamed]);
         let truncated = &chunk.bytes[..chunk.bytes.len() - 1];
         assert!(decode_chunk(truncated, &mut Vec::new()).is_err());
+    }
+
+    /// Stores written before packed bodies keep working: their chunks are read as JSON text and
+    /// packed when rewritten.
+    #[test]
+    fn text_chunks_of_version_one_are_read_and_repacked() {
+        let mut legacy = vec![TEXT_CHUNK_VERSION];
+        legacy.extend_from_slice(&5i64.to_le_bytes());
+        for field in ["ev", "ecid\0e", "e-1", r#"{"eventType":"x","n":1}"#] {
+            legacy.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            legacy.extend_from_slice(field.as_bytes());
+        }
+        let mut events = Vec::new();
+        decode_chunk(&legacy, &mut events).unwrap();
+        assert_eq!(
+            events[0].body,
+            EventBody::Text(r#"{"eventType":"x","n":1}"#)
+        );
+        let mut chunk = new_chunk();
+        push_event(&mut chunk, &events[0]).unwrap();
+        let mut repacked = Vec::new();
+        decode_chunk(&chunk.bytes, &mut repacked).unwrap();
+        let EventBody::Packed(bytes) = repacked[0].body else {
+            panic!("rewritten chunks are packed");
+        };
+        assert_eq!(
+            packed::to_value(bytes).unwrap(),
+            serde_json::json!({"eventType": "x", "n": 1})
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Merge policies and the merge step that turns one person's fragments and
 //! events into merged profiles (`ingest-api.md` §9).
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -55,9 +55,9 @@ pub struct MergePolicy {
 
 /// One event of a merged profile.
 ///
-/// The body stays serialised JSON: evaluators usually read a few fields of a
-/// few events, so parsing every event of every profile during a scan would
-/// cost more than the scan itself.
+/// The body stays packed ([`super::packed`]): evaluators usually read a few
+/// fields of a few events, so building every event of every profile as a
+/// `serde_json::Value` during a scan would cost more than the scan itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileEvent {
     /// The event `timestamp` in epoch ms.
@@ -66,14 +66,15 @@ pub struct ProfileEvent {
     pub dataset_id: String,
     /// The event `_id`.
     pub id: String,
-    /// The event as ingested, serialised JSON.
-    pub json: String,
+    /// The event as ingested, packed JSON: read it with [`ProfileEvent::to_value`] or a
+    /// [`super::packed::PackedDeserializer`].
+    pub packed: Vec<u8>,
 }
 
 impl ProfileEvent {
-    /// Parses the event body.
-    pub fn to_value(&self) -> serde_json::Result<Value> {
-        serde_json::from_str(&self.json)
+    /// Unpacks the event body.
+    pub fn to_value(&self) -> Result<Value, super::packed::PackedError> {
+        super::packed::to_value(&self.packed)
     }
 }
 
@@ -268,7 +269,7 @@ fn merge_group(
     }
     attributes.insert("identityMap".to_owned(), identity_map(&identities));
 
-    let (events, total_events) = newest_events(events);
+    let (events, total_events) = newest_events(events)?;
     Ok(Some(MergedProfile {
         person_id,
         identities,
@@ -318,7 +319,9 @@ fn identity_map(identities: &[Identity]) -> Value {
 /// by timestamp then `_id`, and keeps the newest 5,000 (§9.2, §9.7).
 ///
 /// `events` is in write order, so "later" means later in the slice.
-fn newest_events(events: &[&EventRef<'_>]) -> (Vec<ProfileEvent>, usize) {
+fn newest_events(
+    events: &[&EventRef<'_>],
+) -> Result<(Vec<ProfileEvent>, usize), ProfileStoreError> {
     let mut latest: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         latest.insert((event.dataset_id, event.id), index);
@@ -335,19 +338,22 @@ fn newest_events(events: &[&EventRef<'_>]) -> (Vec<ProfileEvent>, usize) {
     let newest = &kept[total.saturating_sub(MAX_SEGMENTATION_EVENTS)..];
     let events = newest
         .iter()
-        .map(|e| ProfileEvent {
-            timestamp_ms: e.timestamp_ms,
-            dataset_id: e.dataset_id.to_owned(),
-            id: e.id.to_owned(),
-            json: e.body.to_owned(),
+        .map(|e| {
+            Ok(ProfileEvent {
+                timestamp_ms: e.timestamp_ms,
+                dataset_id: e.dataset_id.to_owned(),
+                id: e.id.to_owned(),
+                packed: e.body.to_packed()?,
+            })
         })
-        .collect();
-    (events, total)
+        .collect::<Result<_, ProfileStoreError>>()?;
+    Ok((events, total))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::profiles::codec::EventBody;
     use serde_json::json;
 
     fn fragment(dataset: &str, ts: i64, seq: u64, body: Value) -> Fragment {
@@ -447,7 +453,7 @@ mod tests {
             dataset_id: "events",
             primary: "crmid\0c-1",
             id: "e1",
-            body: "{}",
+            body: EventBody::Text("{}"),
         };
         let other = EventRef {
             dataset_id: "other",
@@ -477,6 +483,12 @@ mod tests {
     fn events_dedupe_sort_and_keep_the_newest_5000() {
         let bodies: Vec<String> = (0..5_010).map(|i| format!("{{\"n\":{i}}}")).collect();
         let ids: Vec<String> = (0..5_010).map(|i| format!("e{i:05}")).collect();
+        let packed_bodies: Vec<Vec<u8>> = bodies
+            .iter()
+            .map(|body| {
+                crate::store::profiles::packed::to_packed(&serde_json::from_str(body).unwrap())
+            })
+            .collect();
         let mut events: Vec<EventRef<'_>> = (0..5_010)
             .rev()
             .map(|i| EventRef {
@@ -484,12 +496,16 @@ mod tests {
                 dataset_id: "ev",
                 primary: "crmid\0c-1",
                 id: &ids[i],
-                body: &bodies[i],
+                // Old text chunks and packed ones merge alike.
+                body: match i % 2 {
+                    0 => EventBody::Text(&bodies[i]),
+                    _ => EventBody::Packed(&packed_bodies[i]),
+                },
             })
             .collect();
         // A rewrite of the newest event with the same _id replaces the first write.
         events.push(EventRef {
-            body: "{\"n\":\"rewritten\"}",
+            body: EventBody::Text("{\"n\":\"rewritten\"}"),
             ..events[0]
         });
         let profiles = merge_one(&header(vec![]), &events, &MergePolicy::default());
@@ -497,7 +513,11 @@ mod tests {
         assert_eq!(profile.total_events, 5_010);
         assert_eq!(profile.events.len(), MAX_SEGMENTATION_EVENTS);
         assert_eq!(profile.events[0].timestamp_ms, 10);
-        assert_eq!(profile.events.last().unwrap().json, "{\"n\":\"rewritten\"}");
+        assert_eq!(
+            profile.events.last().unwrap().to_value().unwrap(),
+            json!({"n": "rewritten"})
+        );
+        assert_eq!(profile.events[0].to_value().unwrap(), json!({"n": 10}));
         assert!(
             profile
                 .events

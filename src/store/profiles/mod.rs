@@ -69,6 +69,7 @@
 mod codec;
 pub mod identity;
 pub mod merge;
+pub mod packed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -782,14 +783,14 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             .get_mut(&person_id)
             .expect("linked person is loaded");
         let before = pending.new_events.bytes.len();
-        codec::push_event_json(
+        codec::push_event_value(
             &mut pending.new_events,
             timestamp_ms,
             dataset_id,
             &primary,
             id,
             row,
-        )?;
+        );
         pending.new_event_count += 1;
         self.pending_bytes += pending.new_events.bytes.len() - before;
         if self.pending_bytes > FLUSH_BYTES {
@@ -1010,7 +1011,7 @@ fn compact_chunks(
     let mut count = 0;
     for (index, event) in events.iter().enumerate() {
         if keep.contains(&index) {
-            codec::push_event(&mut compacted, event);
+            codec::push_event(&mut compacted, event)?;
             count += 1;
         }
     }
