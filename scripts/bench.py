@@ -1,6 +1,7 @@
 """Drives a release segmentd over loopback and prints measured figures (see scripts/bench.sh)."""
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,10 @@ def main():
             seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(profiles), "--seed", "7", "--out", data_in, "--now", now])
             print(f"generate: {profiles} profiles in {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
             seconds, output = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
-            print(f"ingest (batch path, validation, one transaction per dataset): {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s")
+            # ru_maxrss of waited children is the peak of generate and ingest: the larger one.
+            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            print(f"ingest (batch path, validation, one transaction per dataset): {seconds:.1f} s = {profiles / seconds:,.0f} profiles/s, "
+                  f"peak RSS of generate/ingest {peak_mb:,.0f} MB")
             print("  " + output.strip().splitlines()[0])
             disk = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(data_dir) for name in names)
             print(f"disk: {disk / profiles:,.0f} bytes/profile ({disk / 1e6:,.0f} MB)")
