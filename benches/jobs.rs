@@ -4,22 +4,21 @@
 //!
 //! Run: `cargo bench --bench jobs`. Prints profiles per second as criterion's throughput.
 
+mod support;
+
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use segmentd::ingest::batch::Ingestor;
-use segmentd::ingest::folder::ingest_folder;
-use segmentd::ingest::generate::{DEFAULT_NOW_MS, GenerateConfig, generate};
+use segmentd::ingest::generate::DEFAULT_NOW_MS;
 use segmentd::jobs::segment::{EvaluationInput, evaluate};
 use segmentd::segment::definitions::SegmentDefinition;
 use segmentd::store::membership::MembershipStore;
-use segmentd::store::metadata::MetadataStore;
-use segmentd::store::profiles::{MergePolicy, ProfileStore};
+use segmentd::store::profiles::MergePolicy;
 use segmentd::tenant::Tenant;
 use serde_json::json;
+use support::{generated, load_through_batches, profiles, tenant};
 
 /// The definitions `scripts/bench.py` runs as one job.
 const EXPRESSIONS: [&str; 10] = [
@@ -34,13 +33,6 @@ const EXPRESSIONS: [&str; 10] = [
     "xEvent[commerce.purchases.value > 0].count() >= 2",
     r#"homeAddress.stateProvince = "CA""#,
 ];
-
-fn profiles() -> u64 {
-    std::env::var("SEGMENTD_BENCH_PROFILES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000)
-}
 
 fn definition(tenant: &Tenant, index: usize, expression: &str) -> SegmentDefinition {
     serde_json::from_value(json!({
@@ -60,34 +52,11 @@ fn definition(tenant: &Tenant, index: usize, expression: &str) -> SegmentDefinit
 }
 
 fn bench_jobs(c: &mut Criterion) {
-    let profiles = profiles();
-    let tenant = Tenant::new("BENCH@AdobeOrg", "prod");
-    let data = tempfile::tempdir().expect("tempdir");
-    let config = GenerateConfig {
-        profiles,
-        seed: 1,
-        now_ms: DEFAULT_NOW_MS,
-        threads: 2,
-    };
-    generate(&config, data.path(), &|| {}).expect("generate");
+    let profiles = profiles(50_000);
+    let tenant = tenant();
+    let (data, _) = generated(profiles);
     let state = tempfile::tempdir().expect("tempdir");
-    let metadata = MetadataStore::open(state.path()).expect("metadata");
-    let store = Arc::new(ProfileStore::open(state.path()).expect("open"));
-    let ingestor = Ingestor::new(
-        metadata.clone(),
-        store.clone(),
-        state.path(),
-        Arc::new(segmentd::clock::SystemClock),
-    );
-    ingest_folder(
-        &metadata,
-        &ingestor,
-        &tenant,
-        data.path(),
-        0,
-        &mut |_, _| {},
-    )
-    .expect("load");
+    let (_metadata, store) = load_through_batches(state.path(), data.path());
     let memberships = MembershipStore::open(state.path()).expect("memberships");
     let definitions: Vec<_> = EXPRESSIONS
         .iter()

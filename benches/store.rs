@@ -5,29 +5,21 @@
 //! Run: `cargo bench --bench store` (set `SEGMENTD_BENCH_PROFILES`, default
 //! 20000). Data comes from the demo generator with a fixed seed.
 
+mod support;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use segmentd::ingest::batch::Ingestor;
-use segmentd::ingest::folder::ingest_folder;
-use segmentd::ingest::generate::{DEFAULT_NOW_MS, GenerateConfig, generate};
+use segmentd::ingest::generate::generate;
 use segmentd::ingest::validate::read_file;
-use segmentd::store::metadata::MetadataStore;
 use segmentd::store::profiles::{MergePolicy, ProfileStore, RecordKind};
-use segmentd::tenant::Tenant;
 use serde_json::Value;
+use support::{generate_config, generated, load_through_batches, profiles, tenant};
 
 /// Rows per store transaction in the store-only measurement.
 const STORE_CHUNK_ROWS: usize = 20_000;
-
-fn profiles() -> u64 {
-    std::env::var("SEGMENTD_BENCH_PROFILES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000)
-}
 
 /// Parsed rows of every dataset, so the store-only bench excludes parsing.
 fn parsed_datasets(dir: &Path) -> Vec<(String, RecordKind, Vec<Value>)> {
@@ -50,36 +42,11 @@ fn parsed_datasets(dir: &Path) -> Vec<(String, RecordKind, Vec<Value>)> {
         .collect()
 }
 
-/// Loads a generated folder into a fresh data directory through the batch path the API uses
-/// (Catalog datasets and batches, validation, one transaction per batch); returns the store.
-fn load_through_batches(
-    state: &Path,
-    tenant: &Tenant,
-    data: &Path,
-) -> std::sync::Arc<ProfileStore> {
-    let metadata = MetadataStore::open(state).expect("metadata");
-    let store = std::sync::Arc::new(ProfileStore::open(state).expect("open"));
-    let ingestor = Ingestor::new(
-        metadata.clone(),
-        store.clone(),
-        state,
-        std::sync::Arc::new(segmentd::clock::SystemClock),
-    );
-    ingest_folder(&metadata, &ingestor, tenant, data, 0, &mut |_, _| {}).expect("load");
-    store
-}
-
 fn bench_store(c: &mut Criterion) {
-    let profiles = profiles();
-    let tenant = Tenant::new("BENCH@AdobeOrg", "prod");
-    let data = tempfile::tempdir().expect("tempdir");
-    let config = GenerateConfig {
-        profiles,
-        seed: 1,
-        now_ms: DEFAULT_NOW_MS,
-        threads: 2,
-    };
-    let manifest = generate(&config, data.path(), &|| {}).expect("generate");
+    let profiles = profiles(20_000);
+    let tenant = tenant();
+    let config = generate_config(profiles);
+    let (data, manifest) = generated(profiles);
     let datasets = parsed_datasets(data.path());
 
     let mut generation = c.benchmark_group("generator");
@@ -144,7 +111,7 @@ fn bench_store(c: &mut Criterion) {
             for _ in 0..iterations {
                 let db = tempfile::tempdir().expect("tempdir");
                 let started = Instant::now();
-                load_through_batches(db.path(), &tenant, data.path());
+                load_through_batches(db.path(), data.path());
                 total += started.elapsed();
             }
             total
@@ -152,7 +119,7 @@ fn bench_store(c: &mut Criterion) {
     });
 
     let db = tempfile::tempdir().expect("tempdir");
-    let store = load_through_batches(db.path(), &tenant, data.path());
+    let (_metadata, store) = load_through_batches(db.path(), data.path());
     let bytes = std::fs::metadata(db.path().join(segmentd::store::profiles::DB_FILE))
         .expect("db file")
         .len();

@@ -260,4 +260,6 @@ impl CompiledQuery {
 }
 
 #[cfg(test)]
+pub(crate) mod test_vectors;
+#[cfg(test)]
 mod tests;

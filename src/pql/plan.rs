@@ -338,27 +338,18 @@ impl Plan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pql::{self, JsonProfile, PqlFormat};
-    use serde_json::Value;
+    use crate::pql::{JsonProfile, test_vectors};
 
     /// Leaf-by-leaf evaluation, falling back to the whole predicate on errors, agrees with the row
     /// evaluator on every boolean PQL vector; single-attribute leaves also agree when evaluated
     /// on their attribute alone.
     #[test]
     fn plans_agree_with_the_row_evaluator_on_every_vector() {
-        let vectors: Value =
-            serde_json::from_str(include_str!("../../tests/data/pql-vectors.json")).unwrap();
-        let now: chrono::DateTime<chrono::Utc> = vectors["now"].as_str().unwrap().parse().unwrap();
-        let now_ms = now.timestamp_millis();
+        let vectors = test_vectors::vectors();
+        let now_ms = test_vectors::now(&vectors).timestamp_millis();
         let (mut attribute_leaves, mut chain_leaves) = (0, 0);
-        for vector in vectors["vectors"].as_array().unwrap() {
-            let source = vector["expression"].as_str().unwrap();
-            let Ok(query) =
-                pql::parse(source, PqlFormat::Text).and_then(|expr| pql::compile(&expr))
-            else {
-                continue;
-            };
-            let fixture = &vectors["fixtures"][vector["fixture"].as_str().unwrap()];
+        for (source, fixture, query) in test_vectors::compiled(&vectors) {
+            let fixture = &vectors["fixtures"][fixture];
             let view = JsonProfile::new(&fixture["profile"], fixture["events"].as_array().unwrap());
             let plan = query.plan();
             let by_plan = match plan.test(&view, now_ms) {

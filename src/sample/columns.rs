@@ -1517,13 +1517,10 @@ impl ProfileView for ProfileRow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pql::test_vectors::{self, vectors};
     use crate::pql::{self, JsonProfile, PqlFormat};
     use crate::store::profiles::packed::to_packed;
     use serde_json::json;
-
-    fn vectors() -> Value {
-        serde_json::from_str(include_str!("../../tests/data/pql-vectors.json")).unwrap()
-    }
 
     /// Rewrites every date-time string as `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form kept as instants.
     fn with_canonical_times(value: &Value) -> Value {
@@ -1548,7 +1545,7 @@ mod tests {
     /// sample); returns the differences and how many event columns hold instants.
     fn vector_differences(fixtures: &Map<String, Value>) -> (Vec<String>, usize) {
         let vectors = vectors();
-        let now: chrono::DateTime<chrono::Utc> = vectors["now"].as_str().unwrap().parse().unwrap();
+        let now = test_vectors::now(&vectors);
         let mut builder = ProfileTablesBuilder::default();
         let mut row_of = HashMap::new();
         for (name, fixture) in fixtures {
@@ -1569,14 +1566,7 @@ mod tests {
             .filter(|column| matches!(column.values, Values::Time(_)))
             .count();
         let mut differences = Vec::new();
-        for vector in vectors["vectors"].as_array().unwrap() {
-            let source = vector["expression"].as_str().unwrap();
-            let name = vector["fixture"].as_str().unwrap();
-            let Ok(query) =
-                pql::parse(source, PqlFormat::Text).and_then(|expr| pql::compile(&expr))
-            else {
-                continue;
-            };
+        for (source, name, query) in test_vectors::compiled(&vectors) {
             let bound = tables.bind(&query);
             let row = tables.row(&bound, row_of[name]);
             let got = query.evaluate(&row, now).map_err(|error| error.to_string());
@@ -1624,17 +1614,11 @@ mod tests {
     #[test]
     fn projected_tables_answer_every_vector_like_the_full_json() {
         let vectors = vectors();
-        let now: chrono::DateTime<chrono::Utc> = vectors["now"].as_str().unwrap().parse().unwrap();
+        let now = test_vectors::now(&vectors);
         let fixtures = vectors["fixtures"].as_object().unwrap();
         let (mut compared, mut whole_value_reads, mut narrower) = (0, 0, 0);
         let mut differences = Vec::new();
-        for vector in vectors["vectors"].as_array().unwrap() {
-            let source = vector["expression"].as_str().unwrap();
-            let Ok(query) =
-                pql::parse(source, PqlFormat::Text).and_then(|expr| pql::compile(&expr))
-            else {
-                continue;
-            };
+        for (source, name, query) in test_vectors::compiled(&vectors) {
             let Some(projection) = Projection::of([&query]) else {
                 continue;
             };
@@ -1661,7 +1645,6 @@ mod tests {
             };
             narrower += usize::from(columns(&tables) < columns(&full));
             let bound = tables.bind(&query);
-            let name = vector["fixture"].as_str().unwrap();
             let fixture = &fixtures[name];
             let row = tables.row(&bound, row_of[name]);
             let got = query.evaluate(&row, now).map_err(|error| error.to_string());

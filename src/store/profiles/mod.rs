@@ -93,8 +93,9 @@ pub const DB_FILE: &str = "profiles.redb";
 /// number of values a scan reads per person.
 pub const MAX_CHUNKS: u32 = 16;
 
-/// Pending event bytes of one batch above which they are written out early, so
-/// a huge batch does not hold every event twice in memory until commit.
+/// Bytes of new record fragments and events of one batch above which the
+/// persons they touch are written out and dropped from memory, so a batch's
+/// memory stays bounded however many rows and persons it has.
 const FLUSH_BYTES: usize = 64 << 20;
 
 const TENANTS: TableDefinition<&str, u32> = TableDefinition::new("profile_tenants");
@@ -177,6 +178,8 @@ pub struct ProfileStore {
     db: Database,
     /// Gives the system ingest timestamp of record fragments (§9.4).
     clock: Arc<dyn Clock>,
+    /// [`FLUSH_BYTES`], smaller in tests so that the flush path runs.
+    flush_bytes: usize,
 }
 
 impl std::fmt::Debug for ProfileStore {
@@ -201,6 +204,7 @@ impl ProfileStore {
         Ok(Self {
             db,
             clock: Arc::new(SystemClock),
+            flush_bytes: FLUSH_BYTES,
         })
     }
 
@@ -208,6 +212,13 @@ impl ProfileStore {
     /// so tests (and replays) can order writes deterministically.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Flushes batches after `bytes` of new rows instead of [`FLUSH_BYTES`].
+    #[cfg(test)]
+    fn with_flush_bytes(mut self, bytes: usize) -> Self {
+        self.flush_bytes = bytes;
         self
     }
 
@@ -246,7 +257,7 @@ impl ProfileStore {
             let mut tables = Tables::open(&txn)?;
             let tenant_id = tables.tenant_id(tenant)?;
             let batch_seq = tables.bump(&meta_key(GLOBAL, TAG_BATCH_SEQ, ""), 1)?;
-            let mut writer = BatchWriter::new(&mut tables, tenant_id, batch_seq)?;
+            let mut writer = BatchWriter::new(&mut tables, tenant_id, batch_seq, self.flush_bytes)?;
             let ingest_ms = self.clock.now().timestamp_millis();
             let mut rows_stored = 0;
             for (index, row) in rows.into_iter().enumerate() {
@@ -681,14 +692,19 @@ struct PendingPerson {
     new_event_count: u64,
 }
 
-/// Applies the rows of one batch, keeping every touched person in memory until
-/// [`BatchWriter::finish`], so each person is written once per batch.
+/// Applies the rows of one batch, keeping the persons it touches in memory and
+/// writing them out once [`FLUSH_BYTES`] of new fragments and events have
+/// accumulated (and at [`BatchWriter::finish`]): a person is written once per
+/// flush however many rows name it, and a batch's memory is bounded by
+/// [`FLUSH_BYTES`] whatever its size. Written persons leave memory; a later row
+/// of the same batch reads them back from the (uncommitted) transaction.
 struct BatchWriter<'a, 'txn> {
     tables: &'a mut Tables<'txn>,
     tenant_id: u32,
     batch_seq: u64,
     pending: HashMap<u64, PendingPerson>,
     pending_bytes: usize,
+    flush_bytes: usize,
     next_person: u64,
     created: u64,
     merged: u64,
@@ -699,6 +715,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         tables: &'a mut Tables<'txn>,
         tenant_id: u32,
         batch_seq: i64,
+        flush_bytes: usize,
     ) -> Result<Self, ProfileStoreError> {
         let next_person = tables
             .meta
@@ -710,6 +727,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             batch_seq: batch_seq as u64,
             pending: HashMap::new(),
             pending_bytes: 0,
+            flush_bytes,
             next_person,
             created: 0,
             merged: 0,
@@ -746,6 +764,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             batch_seq: self.batch_seq,
             body: serde_json::to_string(row)?,
         };
+        self.pending_bytes += fragment.body.len() + fragment.primary.len();
         let header = &mut self
             .pending
             .get_mut(&person_id)
@@ -758,6 +777,9 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         {
             Some(existing) => *existing = fragment,
             None => header.fragments.push(fragment),
+        }
+        if self.pending_bytes > self.flush_bytes {
+            self.write_pending()?;
         }
         Ok(())
     }
@@ -793,7 +815,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         );
         pending.new_event_count += 1;
         self.pending_bytes += pending.new_events.bytes.len() - before;
-        if self.pending_bytes > FLUSH_BYTES {
+        if self.pending_bytes > self.flush_bytes {
             self.write_pending()?;
         }
         Ok(())
@@ -921,10 +943,11 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         Ok(())
     }
 
-    /// Writes every pending person: a new event chunk if it has new events
-    /// (compacting past [`MAX_CHUNKS`]), then its header.
+    /// Writes every pending person, a new event chunk if it has new events
+    /// (compacting past [`MAX_CHUNKS`]) and then its header, and drops them from memory.
     fn write_pending(&mut self) -> Result<(), ProfileStoreError> {
-        for (&person_id, person) in self.pending.iter_mut() {
+        for (person_id, mut person) in self.pending.drain() {
+            let person = &mut person;
             if person.new_event_count > 0 {
                 let chunk = std::mem::replace(&mut person.new_events, codec::new_chunk());
                 person.header.chunk_count += 1;

@@ -533,3 +533,54 @@ fn a_consumer_breaking_ends_the_parallel_scan() {
         .unwrap();
     assert_eq!(handed, 5);
 }
+
+/// A batch larger than the flush threshold writes persons out part-way and reads them back for
+/// later rows: with a flush after every row the store ends up exactly as with none, merges of
+/// persons written in earlier flushes included.
+#[test]
+fn flushing_part_way_through_a_batch_gives_the_same_store() {
+    let rows = |n: usize| {
+        let mut rows = Vec::new();
+        for person in 0..n {
+            rows.push(record(
+                json!({"CRMID": [{"id": format!("c-{person}"), "primary": true}]}),
+                json!({"loyalty": {"points": person}}),
+            ));
+        }
+        // Second fragments and links to people written in earlier flushes.
+        for person in 0..n / 2 {
+            rows.push(record(
+                json!({"CRMID": [{"id": format!("c-{person}"), "primary": true}],
+                       "Email": [{"id": format!("p{}@x.com", person % 7)}]}),
+                json!({"person": {"name": {"firstName": format!("F{person}")}}}),
+            ));
+        }
+        rows
+    };
+    let events = |n: usize| {
+        (0..n * 3).map(move |i| {
+            event(
+                json!({"CRMID": [{"id": format!("c-{}", i % n), "primary": true}]}),
+                &format!("e{i}"),
+                "2024-01-01T00:00:00Z",
+            )
+        })
+    };
+    let load = |store: ProfileStore| {
+        let t = tenant();
+        store
+            .apply_batch(&t, "crm", RecordKind::Profile, rows(40))
+            .unwrap();
+        store
+            .apply_batch(&t, "web", RecordKind::Event, events(40))
+            .unwrap();
+        let profiles = all_profiles(&store, &MergePolicy::default());
+        (store.profile_count(&t).unwrap(), profiles)
+    };
+    let (_a, whole) = open();
+    let dir = tempfile::tempdir().unwrap();
+    let flushing = ProfileStore::open(dir.path()).unwrap().with_flush_bytes(1);
+    let (count, profiles) = load(whole);
+    assert_eq!((count, profiles.len()), (40 - 20 + 7, 27));
+    assert_eq!(load(flushing), (count, profiles));
+}
