@@ -945,8 +945,14 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
 
     /// Writes every pending person, a new event chunk if it has new events
     /// (compacting past [`MAX_CHUNKS`]) and then its header, and drops them from memory.
+    ///
+    /// Persons are written in key order: rows arrive in any person order, and one
+    /// ordered sweep over the persons table touches each B-tree page once per
+    /// flush, where hash order would dirty and re-read pages all over it.
     fn write_pending(&mut self) -> Result<(), ProfileStoreError> {
-        for (person_id, mut person) in self.pending.drain() {
+        let mut pending: Vec<(u64, PendingPerson)> = self.pending.drain().collect();
+        pending.sort_unstable_by_key(|(person_id, _)| *person_id);
+        for (person_id, mut person) in pending {
             let person = &mut person;
             if person.new_event_count > 0 {
                 let chunk = std::mem::replace(&mut person.new_events, codec::new_chunk());
