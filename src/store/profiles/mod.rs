@@ -93,6 +93,14 @@ pub const DB_FILE: &str = "profiles.redb";
 /// number of values a scan reads per person.
 pub const MAX_CHUNKS: u32 = 16;
 
+/// redb's page cache (read cache and write buffer), half of redb's default.
+///
+/// The cache bounds the store's memory: loading 1M generated profiles peaked at
+/// 1.84 GB resident with the default 1 GiB and at 1.09 GB with 512 MiB, 15%
+/// slower (172 s against 198 s). Resident memory does not grow with the store
+/// beyond the cache, so 512 MiB keeps a 5M-profile load well under 2 GB.
+const CACHE_BYTES: usize = 512 << 20;
+
 /// Bytes of new record fragments and events of one batch above which the
 /// persons they touch are written out and dropped from memory, so a batch's
 /// memory stays bounded however many rows and persons it has.
@@ -194,7 +202,9 @@ impl ProfileStore {
     pub fn open(dir: &Path) -> Result<Self, ProfileStoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ProfileStoreError::Storage(redb::StorageError::Io(e).into()))?;
-        let db = Database::create(dir.join(DB_FILE))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(DB_FILE))?;
         let txn = db.begin_write()?;
         txn.open_table(TENANTS)?;
         txn.open_table(IDS)?;
