@@ -656,7 +656,9 @@ fn export(
             rows: 0,
         });
     }
-    let all_memberships = memberships.all(tenant).map_err(|error| error.to_string())?;
+    let stored_memberships = memberships
+        .snapshot(tenant)
+        .map_err(|error| error.to_string())?;
     let fields = job
         .fields
         .as_deref()
@@ -667,7 +669,6 @@ fn export(
     let mut by_namespace: BTreeMap<String, u64> = BTreeMap::new();
     let mut exported = 0u64;
     let mut failure = None;
-    let empty = Memberships::new();
     profiles
         .scan(tenant, &policy, |profile| {
             if failure.is_some() {
@@ -680,7 +681,14 @@ fn export(
             let Some(profile_xid) = profile.xid() else {
                 return;
             };
-            let memberships = all_memberships.get(&profile_xid).unwrap_or(&empty);
+            let memberships = match stored_memberships.get(&profile_xid) {
+                Ok(memberships) => memberships,
+                Err(error) => {
+                    failure = Some(error.to_string());
+                    return;
+                }
+            };
+            let memberships = &memberships;
             // A profile with no record fragment has only its rebuilt identityMap as attributes.
             let has_record = profile
                 .attributes

@@ -22,7 +22,9 @@ use crate::pql::{self, CompiledQuery};
 use crate::profile::policies::{self, SandboxInfo};
 use crate::sample::columns::{ProfileTablesBuilder, Projection};
 use crate::segment::definitions::{self, SegmentDefinition};
-use crate::store::membership::{Membership, MembershipStatus, MembershipStore, Memberships};
+use crate::store::membership::{
+    Membership, MembershipSnapshot, MembershipStatus, MembershipStore, Memberships,
+};
 use crate::store::metadata::StoreError;
 use crate::store::profiles::{MergePolicy, MergedProfile, ProfileStore};
 use crate::tenant::Tenant;
@@ -535,8 +537,10 @@ struct GroupContext<'a> {
     compiled: &'a [CompiledDefinition<'a>],
     /// Whether any definition reads events: otherwise they are not parsed.
     reads_events: bool,
-    /// Memberships before this group: stored ones, updated by earlier groups of this job.
-    current: &'a HashMap<String, Memberships>,
+    /// Memberships stored before the job.
+    stored: &'a MembershipSnapshot,
+    /// Memberships changed by earlier groups of this job, which win over stored ones.
+    updated: &'a HashMap<String, Memberships>,
     now_ms: i64,
     now_text: &'a str,
     /// The fields the column-answered definitions read: chunks are flattened with only those.
@@ -548,11 +552,16 @@ struct GroupContext<'a> {
 struct Partial {
     metrics: JobMetrics,
     updates: HashMap<String, Memberships>,
+    /// The first stored membership that could not be read: the job fails with it.
+    failure: Option<String>,
 }
 
 impl Partial {
     /// Adds another worker's results (profiles are disjoint between workers).
     fn absorb(&mut self, other: Partial) {
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
         for (segment, count) in other.metrics.segmented_profile_counter {
             *self
                 .metrics
@@ -642,9 +651,15 @@ fn evaluate_profile(
     // Unpacked on first need; events whose stored bytes do not unpack cannot match anything.
     let mut events: Option<Vec<Value>> = None;
     // Copied only when this profile's memberships change.
-    let mut memberships: Cow<'_, Memberships> = match context.current.get(&work.xid) {
-        Some(stored) => Cow::Borrowed(stored),
-        None => Cow::Owned(Memberships::new()),
+    let mut memberships: Cow<'_, Memberships> = match context.updated.get(&work.xid) {
+        Some(updated) => Cow::Borrowed(updated),
+        None => match context.stored.get(&work.xid) {
+            Ok(stored) => Cow::Owned(stored),
+            Err(error) => {
+                partial.failure.get_or_insert_with(|| error.to_string());
+                return;
+            }
+        },
     };
     let mut attributes = work.attributes;
     let mut changed = false;
@@ -769,9 +784,9 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
     let now_text = input.now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let now_ms = input.now.timestamp_millis();
     let mut metrics = JobMetrics::default();
-    let mut current = input
+    let stored = input
         .memberships
-        .all(tenant)
+        .snapshot(tenant)
         .map_err(|error| error.to_string())?;
     let mut all_updates: HashMap<String, Memberships> = HashMap::new();
     let processed = AtomicU64::new(0);
@@ -808,7 +823,7 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
     }
     let mut totals = Partial {
         metrics,
-        updates: HashMap::new(),
+        ..Partial::default()
     };
 
     for (policy, policy_id, members) in &groups {
@@ -843,7 +858,8 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
         let context = GroupContext {
             compiled: &compiled,
             reads_events,
-            current: &current,
+            stored: &stored,
+            updated: &all_updates,
             now_ms,
             now_text: &now_text,
             projection,
@@ -904,13 +920,13 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             .total_profiles_by_merge_policy
             .insert(policy_id.clone(), scanned);
         // Later groups' inSegment reads see this group's results.
-        for (profile_xid, memberships) in scan_result.updates {
-            current.insert(profile_xid.clone(), memberships.clone());
-            all_updates.insert(profile_xid, memberships);
+        if let Some(failure) = scan_result.failure {
+            return Err(failure);
         }
+        all_updates.extend(scan_result.updates);
         totals.absorb(Partial {
             metrics: scan_result.metrics,
-            updates: HashMap::new(),
+            ..Partial::default()
         });
     }
     totals.metrics.total_profiles = Some(processed.into_inner());

@@ -7,7 +7,7 @@
 //! merge changes a profile's primary identity, its memberships are found again at the next job, which
 //! recomputes them (the previous key's entries are superseded, not migrated).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -82,28 +82,18 @@ impl MembershipStore {
 
     /// Returns one profile's memberships.
     pub fn get(&self, tenant: &Tenant, xid: &str) -> Result<Memberships, MembershipError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MEMBERSHIPS)?;
-        match table.get(format!("{}{xid}", prefix(tenant)).as_str())? {
-            Some(value) => Ok(serde_json::from_slice(value.value())?),
-            None => Ok(Memberships::new()),
-        }
+        self.snapshot(tenant)?.get(xid)
     }
 
-    /// Returns every membership of a tenant, by XID (one range read).
-    pub fn all(&self, tenant: &Tenant) -> Result<HashMap<String, Memberships>, MembershipError> {
+    /// Opens a read snapshot of a tenant's memberships: passes over the whole store (segment and
+    /// export jobs) look profiles up one by one as they reach them, so their memory does not grow
+    /// with the number of stored memberships. `Send + Sync`: one snapshot serves every thread.
+    pub fn snapshot(&self, tenant: &Tenant) -> Result<MembershipSnapshot, MembershipError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(MEMBERSHIPS)?;
-        let start = prefix(tenant);
-        let mut result = HashMap::new();
-        for entry in table.range(start.as_str()..)? {
-            let (key, value) = entry?;
-            let Some(xid) = key.value().strip_prefix(start.as_str()) else {
-                break;
-            };
-            result.insert(xid.to_owned(), serde_json::from_slice(value.value())?);
-        }
-        Ok(result)
+        Ok(MembershipSnapshot {
+            table: txn.open_table(MEMBERSHIPS)?,
+            prefix: prefix(tenant),
+        })
     }
 
     /// Replaces the memberships of the given profiles in one durable transaction.
@@ -130,6 +120,22 @@ impl MembershipStore {
     }
 }
 
+/// The memberships of one tenant as of one moment; see [`MembershipStore::snapshot`].
+pub struct MembershipSnapshot {
+    table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    prefix: String,
+}
+
+impl MembershipSnapshot {
+    /// Returns one profile's memberships (empty when it has none).
+    pub fn get(&self, xid: &str) -> Result<Memberships, MembershipError> {
+        match self.table.get(format!("{}{xid}", self.prefix).as_str())? {
+            Some(value) => Ok(serde_json::from_slice(value.value())?),
+            None => Ok(Memberships::new()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,13 +154,14 @@ mod tests {
         store
             .replace_all(&a, &[("x1".into(), memberships.clone())])
             .unwrap();
+        let before = store.snapshot(&a).unwrap();
         assert_eq!(store.get(&a, "x1").unwrap(), memberships);
         assert!(store.get(&b, "x1").unwrap().is_empty());
-        assert_eq!(store.all(&a).unwrap().len(), 1);
-        assert!(store.all(&b).unwrap().is_empty());
         store
             .replace_all(&a, &[("x1".into(), Memberships::new())])
             .unwrap();
-        assert!(store.all(&a).unwrap().is_empty());
+        assert!(store.get(&a, "x1").unwrap().is_empty());
+        // A snapshot keeps what it saw.
+        assert_eq!(before.get("x1").unwrap(), memberships);
     }
 }

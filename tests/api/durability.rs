@@ -260,7 +260,29 @@ async fn a_segment_job_interrupted_by_kill_9_runs_again_after_restart() {
     let rows: Vec<String> = (0..5_000)
         .map(|index| record(&format!("j{index}")).to_string())
         .collect();
-    upload_and_complete(&server, &http, &dataset, rows).await;
+    let batch_id = upload_and_complete(&server, &http, &dataset, rows).await;
+    // COMPLETE only accepts the batch: the job must not start before its rows are stored.
+    let mut batch_status = String::new();
+    for _ in 0..500 {
+        let batch = json(
+            server
+                .demo_request(
+                    &http,
+                    Method::GET,
+                    &format!("/data/foundation/catalog/batches/{batch_id}"),
+                )
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        batch_status = batch[&batch_id]["status"].as_str().unwrap().to_owned();
+        if batch_status != "staging" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(batch_status, "success");
     let definition = json(
         server
             .demo_request(&http, Method::POST, "/data/core/ups/segment/definitions")
