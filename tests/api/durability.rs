@@ -139,6 +139,26 @@ async fn upload_and_complete(
     batch_id
 }
 
+/// `GET /data/foundation/catalog/batches/{batch_id}`: `{batch_id: batch}`.
+async fn catalog_batch(
+    server: &ServerProcess,
+    http: &reqwest::Client,
+    batch_id: &str,
+) -> serde_json::Value {
+    json(
+        server
+            .demo_request(
+                http,
+                Method::GET,
+                &format!("/data/foundation/catalog/batches/{batch_id}"),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 fn record(crm_id: &str) -> serde_json::Value {
     json!({"identityMap": {"CRMID": [{"id": crm_id, "primary": true}]}, "person": {"name": {"firstName": crm_id}}})
 }
@@ -229,18 +249,7 @@ async fn a_batch_killed_while_processing_is_whole_after_restart() {
 
     // Start-up finishes the batch before serving: it is whole, never half applied.
     let server = ServerProcess::start(dir.path());
-    let status = json(
-        server
-            .demo_request(
-                &http,
-                Method::GET,
-                &format!("/data/foundation/catalog/batches/{batch_id}"),
-            )
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let status = catalog_batch(&server, &http, &batch_id).await;
     assert_eq!(status[&batch_id]["status"], "success", "{status}");
     assert_eq!(status[&batch_id]["metrics"]["outputRecordCount"], 20_000);
     for index in [0, 9_999, 19_999] {
@@ -264,18 +273,7 @@ async fn a_segment_job_interrupted_by_kill_9_runs_again_after_restart() {
     // COMPLETE only accepts the batch: the job must not start before its rows are stored.
     let mut batch_status = String::new();
     for _ in 0..500 {
-        let batch = json(
-            server
-                .demo_request(
-                    &http,
-                    Method::GET,
-                    &format!("/data/foundation/catalog/batches/{batch_id}"),
-                )
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let batch = catalog_batch(&server, &http, &batch_id).await;
         batch_status = batch[&batch_id]["status"].as_str().unwrap().to_owned();
         if batch_status != "staging" {
             break;
