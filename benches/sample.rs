@@ -7,6 +7,8 @@
 //! thousand last names, heavy-tailed event counts over 18 months, six event types), seeded, so
 //! every run evaluates the same data. Run with `cargo bench --bench sample`.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use rand::{RngExt, SeedableRng};
 use segmentd::pql::{self, PqlFormat};
 use segmentd::sample::columns::{ProfileTables, ProfileTablesBuilder};
 use serde_json::{Value, json};
+use support::ISSUE_PREDICATES;
 
 /// 2024-06-15T12:00:00Z
 const NOW_MS: i64 = 1_718_452_800_000;
@@ -101,25 +104,6 @@ fn sample(count: usize) -> ProfileTables {
     builder.finish()
 }
 
-const CASES: [(&str, &str); 4] = [
-    (
-        "attribute",
-        r#"person.gender = "male" and homeAddress.countryCode = "US""#,
-    ),
-    (
-        "string_case_insensitive",
-        r#"person.name.lastName.startsWith("mi", false)"#,
-    ),
-    (
-        "event_count_30_days",
-        "xEvent[timestamp occurs < 30 days before now].count() > 0",
-    ),
-    (
-        "two_step_chain",
-        r#"chain(xEvent, timestamp, [C: WHAT(eventType = "commerce.productListAdds"), D: WHAT(eventType = "commerce.purchases")])"#,
-    ),
-];
-
 fn whole_sample(c: &mut Criterion) {
     let count = profiles();
     let started = Instant::now();
@@ -133,7 +117,7 @@ fn whole_sample(c: &mut Criterion) {
     let mut group = c.benchmark_group("sample_whole_both_cores");
     group.sample_size(10);
     group.throughput(Throughput::Elements(count as u64));
-    for (name, source) in CASES {
+    for (name, source) in ISSUE_PREDICATES {
         let query =
             pql::compile(&pql::parse(source, PqlFormat::Text).expect("parses")).expect("compiles");
         let prepared = tables.prepare(&query, NOW_MS);

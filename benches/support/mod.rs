@@ -1,4 +1,4 @@
-//! What the store and segment-job benches share: the profile count they run on, a generated
+//! What the benches share: the issue's predicates, the profile count they run on, a generated
 //! demo folder, and loading it through the API's batch path.
 
 // Each bench binary compiles this module and uses a part of it.
@@ -14,6 +14,28 @@ use segmentd::ingest::generate::{DEFAULT_NOW_MS, GenerateConfig, Manifest, gener
 use segmentd::store::metadata::MetadataStore;
 use segmentd::store::profiles::ProfileStore;
 use segmentd::tenant::Tenant;
+
+/// The four predicates of the sample issue, by label: an attribute conjunction, a
+/// case-insensitive string test, an event count in a 30-day window and a two-step chain (also the
+/// previews of `scripts/bench.py`).
+pub const ISSUE_PREDICATES: [(&str, &str); 4] = [
+    (
+        "attribute",
+        r#"person.gender = "male" and homeAddress.countryCode = "US""#,
+    ),
+    (
+        "string_case_insensitive",
+        r#"person.name.lastName.startsWith("mi", false)"#,
+    ),
+    (
+        "event_count_30_days",
+        "xEvent[timestamp occurs < 30 days before now].count() > 0",
+    ),
+    (
+        "two_step_chain",
+        r#"chain(xEvent, timestamp, [C: WHAT(eventType = "commerce.productListAdds"), D: WHAT(eventType = "commerce.purchases")])"#,
+    ),
+];
 
 /// The tenant every bench loads into.
 pub fn tenant() -> Tenant {

@@ -681,14 +681,6 @@ fn export(
             let Some(profile_xid) = profile.xid() else {
                 return;
             };
-            let memberships = match stored_memberships.get(&profile_xid) {
-                Ok(memberships) => memberships,
-                Err(error) => {
-                    failure = Some(error.to_string());
-                    return;
-                }
-            };
-            let memberships = &memberships;
             // A profile with no record fragment has only its rebuilt identityMap as attributes.
             let has_record = profile
                 .attributes
@@ -697,9 +689,16 @@ fn export(
             if !has_record && !include_empty {
                 return;
             }
+            let memberships = match stored_memberships.get(&profile_xid) {
+                Ok(memberships) => memberships,
+                Err(error) => {
+                    failure = Some(error.to_string());
+                    return;
+                }
+            };
             let mut counted = false;
             for output in &mut outputs {
-                if !selected(&job.filter, window, memberships, output.segment.as_ref()) {
+                if !selected(&job.filter, window, &memberships, output.segment.as_ref()) {
                     continue;
                 }
                 let mut row = projection::project(&profile.attributes, &fields);
@@ -707,7 +706,7 @@ fn export(
                     row["identityMap"] = identity_map.clone();
                 }
                 if !memberships.is_empty() {
-                    row["segmentMembership"] = json!({UPS_NAMESPACE: memberships});
+                    row["segmentMembership"] = json!({UPS_NAMESPACE: &memberships});
                 }
                 if let Err(error) = output.writer.write_row(row) {
                     failure = Some(error.to_string());

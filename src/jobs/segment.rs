@@ -617,18 +617,17 @@ fn evaluate_chunk(chunk: Vec<ProfileWork>, context: &GroupContext<'_>, partial: 
                 .compiled
                 .iter()
                 .map(|compiled| {
-                    (!compiled.reads_memberships)
-                        .then(|| {
-                            let prepared = tables.prepare(&compiled.query, context.now_ms);
-                            let mut qualifies = vec![false; chunk.len()];
-                            for row in tables.matching(&prepared, 0..chunk.len()) {
-                                qualifies[row as usize] = true;
-                            }
-                            // A whole profile or event was read: the projected tables lack fields
-                            // it has, so the definition runs per profile on the full JSON instead.
-                            (!tables.take_whole_value_reads()).then_some(qualifies)
-                        })
-                        .flatten()
+                    if compiled.reads_memberships {
+                        return None;
+                    }
+                    let prepared = tables.prepare(&compiled.query, context.now_ms);
+                    let mut qualifies = vec![false; chunk.len()];
+                    for row in tables.matching(&prepared, 0..chunk.len()) {
+                        qualifies[row as usize] = true;
+                    }
+                    // A whole profile or event was read: the projected tables lack fields it has,
+                    // so the definition runs per profile on the full JSON instead.
+                    (!tables.take_whole_value_reads()).then_some(qualifies)
                 })
                 .collect()
         }
@@ -772,6 +771,8 @@ const PROGRESS_EVERY: u64 = 4096;
 struct ChunkWorker {
     chunk: Vec<ProfileWork>,
     partial: Partial,
+    /// Profiles this thread scanned in the current pass.
+    scanned: u64,
 }
 
 /// Evaluates a job's definitions over the whole store and, unless cancelled, writes the membership
@@ -789,7 +790,9 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
         .snapshot(tenant)
         .map_err(|error| error.to_string())?;
     let mut all_updates: HashMap<String, Memberships> = HashMap::new();
-    let processed = AtomicU64::new(0);
+    // Profiles scanned over all groups: `processed` in steps of PROGRESS_EVERY per thread, for
+    // progress reports; `total_scanned` exactly, once each pass is over.
+    let (processed, mut total_scanned) = (AtomicU64::new(0), 0u64);
     let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
 
     // Group by merge policy: one pass over the store per distinct policy.
@@ -865,7 +868,6 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             projection,
         };
         let cancelled = AtomicBool::new(false);
-        let processed_before = processed.load(Ordering::Relaxed);
         let mut chunk_workers: Vec<ChunkWorker> =
             (0..workers).map(|_| ChunkWorker::default()).collect();
         let mut consumers: Vec<_> = chunk_workers
@@ -873,9 +875,11 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             .map(|worker| {
                 let (context, processed, cancelled) = (&context, &processed, &cancelled);
                 move |profile: MergedProfile| {
-                    let count = processed.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count % PROGRESS_EVERY == 0 {
-                        (input.progress)(count);
+                    worker.scanned += 1;
+                    // The shared count is touched once per PROGRESS_EVERY profiles, not per profile.
+                    if worker.scanned % PROGRESS_EVERY == 0 {
+                        let count = processed.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
+                        (input.progress)(count + PROGRESS_EVERY);
                         if (input.cancelled)() {
                             cancelled.store(true, Ordering::Relaxed);
                             return ControlFlow::Break(());
@@ -900,15 +904,20 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             .scan_parallel(tenant, policy, &mut consumers)
             .map_err(|error| error.to_string())?;
         drop(consumers);
-        let mut scan_result = Partial::default();
+        let (mut scan_result, mut scanned) = (Partial::default(), 0);
         for worker in chunk_workers {
-            let ChunkWorker { chunk, mut partial } = worker;
+            let ChunkWorker {
+                chunk,
+                mut partial,
+                scanned: by_worker,
+            } = worker;
             if !chunk.is_empty() {
                 evaluate_chunk(chunk, &context, &mut partial);
             }
             scan_result.absorb(partial);
+            scanned += by_worker;
         }
-        let scanned = processed.load(Ordering::Relaxed) - processed_before;
+        total_scanned += scanned;
         if cancelled.load(Ordering::Relaxed) || (input.cancelled)() {
             return Ok(EvaluationOutcome {
                 metrics: totals.metrics,
@@ -919,17 +928,17 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             .metrics
             .total_profiles_by_merge_policy
             .insert(policy_id.clone(), scanned);
-        // Later groups' inSegment reads see this group's results.
         if let Some(failure) = scan_result.failure {
             return Err(failure);
         }
+        // Later groups' inSegment reads see this group's results.
         all_updates.extend(scan_result.updates);
         totals.absorb(Partial {
             metrics: scan_result.metrics,
             ..Partial::default()
         });
     }
-    totals.metrics.total_profiles = Some(processed.into_inner());
+    totals.metrics.total_profiles = Some(total_scanned);
     let updates: Vec<(String, Memberships)> = all_updates.into_iter().collect();
     input
         .memberships
