@@ -2,6 +2,9 @@
 //! (attributes, strings, event counts in windows, a chain) in one pass over a generated store of
 //! `SEGMENTD_BENCH_PROFILES` profiles (default 50000), on every core, writing memberships.
 //!
+//! Two cases: the columnar snapshot current (a job after a job) and stale (a job right after an
+//! ingest, rebuilding every partition).
+//!
 //! Run: `cargo bench --bench jobs`. Prints profiles per second as criterion's throughput.
 
 mod support;
@@ -10,10 +13,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use segmentd::ingest::generate::DEFAULT_NOW_MS;
 use segmentd::jobs::segment::{EvaluationInput, evaluate};
 use segmentd::segment::definitions::SegmentDefinition;
+use segmentd::snapshot::ColumnarSnapshots;
 use segmentd::store::membership::MembershipStore;
 use segmentd::store::profiles::MergePolicy;
 use segmentd::tenant::Tenant;
@@ -71,23 +75,41 @@ fn bench_jobs(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .throughput(Throughput::Elements(profiles));
+    let snapshots = ColumnarSnapshots::new(state.path());
+    let run = || {
+        let outcome = evaluate(
+            EvaluationInput {
+                profiles: &store,
+                snapshots: &snapshots,
+                memberships: &memberships,
+                definitions: definitions.clone(),
+                now,
+                cancelled: &|| false,
+                progress: &|_| {},
+            },
+            &tenant,
+        )
+        .expect("evaluate");
+        black_box(outcome.metrics.total_profiles)
+    };
+    // The usual case: the columnar snapshot is current (the store did not change since the last
+    // job), so the job reads it.
     group.bench_function(format!("ten_definitions/{profiles}_profiles"), |b| {
-        b.iter(|| {
-            let outcome = evaluate(
-                EvaluationInput {
-                    profiles: &store,
-                    memberships: &memberships,
-                    definitions: definitions.clone(),
-                    now,
-                    cancelled: &|| false,
-                    progress: &|_| {},
-                },
-                &tenant,
-            )
-            .expect("evaluate");
-            black_box(outcome.metrics.total_profiles)
-        })
+        b.iter(run)
     });
+    // Right after an ingest touched every partition: the job rebuilds the snapshot as it goes.
+    group.bench_function(
+        format!("ten_definitions_stale_snapshot/{profiles}_profiles"),
+        |b| {
+            b.iter_batched(
+                || {
+                    let _ = std::fs::remove_dir_all(state.path().join(segmentd::snapshot::DIR));
+                },
+                |()| run(),
+                BatchSize::PerIteration,
+            )
+        },
+    );
     group.finish();
 }
 

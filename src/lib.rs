@@ -30,6 +30,7 @@ pub mod profile;
 pub mod sample;
 pub mod schedule;
 pub mod segment;
+pub mod snapshot;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use crate::jobs::runner::SegmentJobRunner;
 use crate::sample::rank::RankKey;
 use crate::sample::service::Samples;
 use crate::schedule::runner::ScheduleRunner;
+use crate::snapshot::ColumnarSnapshots;
 use crate::store::membership::MembershipStore;
 use crate::store::metadata::{MetadataStore, StoreError};
 use crate::store::profiles::{ProfileStore, ProfileStoreError};
@@ -118,6 +119,7 @@ impl Application {
         let segment_jobs = SegmentJobRunner::new(
             metadata.clone(),
             ingestor.profiles().clone(),
+            ColumnarSnapshots::new(&settings.data_dir),
             memberships,
             clock.clone(),
             shutting_down.clone(),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::jobs::segment::{self, EvaluationInput, JobError, JobStatus};
+use crate::snapshot::ColumnarSnapshots;
 use crate::store::membership::MembershipStore;
 use crate::store::metadata::MetadataStore;
 use crate::store::profiles::ProfileStore;
@@ -26,6 +27,7 @@ use crate::tenant::Tenant;
 pub struct SegmentJobRunner {
     metadata: MetadataStore,
     profiles: Arc<ProfileStore>,
+    snapshots: ColumnarSnapshots,
     memberships: Arc<MembershipStore>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
@@ -38,6 +40,7 @@ impl SegmentJobRunner {
     pub fn new(
         metadata: MetadataStore,
         profiles: Arc<ProfileStore>,
+        snapshots: ColumnarSnapshots,
         memberships: Arc<MembershipStore>,
         clock: Arc<dyn Clock>,
         shutting_down: CancellationToken,
@@ -45,6 +48,7 @@ impl SegmentJobRunner {
         Self {
             metadata,
             profiles,
+            snapshots,
             memberships,
             clock,
             wake: Arc::new(Notify::new()),
@@ -191,6 +195,7 @@ impl SegmentJobRunner {
         };
         let input = EvaluationInput {
             profiles: &self.profiles,
+            snapshots: &self.snapshots,
             memberships: &self.memberships,
             definitions,
             now,

@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -20,13 +19,13 @@ use serde_json::{Value, json};
 
 use crate::pql::{self, CompiledQuery};
 use crate::profile::policies::{self, SandboxInfo};
-use crate::sample::columns::{ProfileTablesBuilder, Projection};
 use crate::segment::definitions::{self, SegmentDefinition};
+use crate::snapshot::{ColumnarSnapshots, Partition};
 use crate::store::membership::{
     Membership, MembershipSnapshot, MembershipStatus, MembershipStore, Memberships,
 };
 use crate::store::metadata::StoreError;
-use crate::store::profiles::{MergePolicy, MergedProfile, ProfileStore};
+use crate::store::profiles::{MergePolicy, ProfileStore};
 use crate::tenant::Tenant;
 
 /// Namespace of Platform segments in `segmentMembership`.
@@ -436,6 +435,8 @@ pub fn oldest_with_status_blocking(
 pub struct EvaluationInput<'a> {
     /// Profiles.
     pub profiles: &'a ProfileStore,
+    /// The columnar snapshots of the store that passes read.
+    pub snapshots: &'a ColumnarSnapshots,
     /// Memberships.
     pub memberships: &'a MembershipStore,
     /// The job's definitions (current versions), with their resolved merge policies.
@@ -490,52 +491,22 @@ fn dependency_order(
     ordered
 }
 
-/// What one profile contributes to an evaluation, owned so it can move to a worker thread.
-struct ProfileWork {
-    xid: String,
-    namespaces: Vec<String>,
-    attributes: Value,
-    /// Events as stored (packed JSON): flattened, or unpacked for per-profile evaluation, only
-    /// when a definition needs them.
-    events: Vec<Vec<u8>>,
-}
-
-impl ProfileWork {
-    fn from_profile(profile: MergedProfile) -> Option<Self> {
-        let profile_xid = profile.xid()?;
-        let mut namespaces: Vec<String> = profile
-            .identities
-            .iter()
-            .map(|identity| identity.namespace.clone())
-            .collect();
-        namespaces.sort_unstable();
-        namespaces.dedup();
-        Some(Self {
-            xid: profile_xid,
-            namespaces,
-            attributes: profile.attributes,
-            events: profile
-                .events
-                .into_iter()
-                .map(|event| event.packed)
-                .collect(),
-        })
-    }
-}
-
 /// A definition of a group, compiled, with what it reads.
 struct CompiledDefinition<'a> {
     definition: &'a SegmentDefinition,
     query: CompiledQuery,
-    /// Whether it reads memberships (`inSegment` or a `segmentMembership` path): only then does
-    /// the profile get this job's `segmentMembership` before it is evaluated.
+    /// Whether it reads memberships (`inSegment` or a `segmentMembership` path): it then runs per
+    /// profile on the profile's JSON with this job's `segmentMembership`; the others run column
+    /// at a time on the partition's tables.
     reads_memberships: bool,
+    /// The definition's version as memberships record it.
+    version: String,
 }
 
 /// The fixed inputs of evaluating one group of definitions (one merge policy).
 struct GroupContext<'a> {
     compiled: &'a [CompiledDefinition<'a>],
-    /// Whether any definition reads events: otherwise they are not parsed.
+    /// Whether any definition reads events: otherwise the per-profile path does not rebuild them.
     reads_events: bool,
     /// Memberships stored before the job.
     stored: &'a MembershipSnapshot,
@@ -543,116 +514,140 @@ struct GroupContext<'a> {
     updated: &'a HashMap<String, Memberships>,
     now_ms: i64,
     now_text: &'a str,
-    /// The fields the column-answered definitions read: chunks are flattened with only those.
-    projection: Option<Arc<Projection>>,
 }
 
-/// Partial results of one worker: counters and changed memberships.
-#[derive(Default)]
+/// Partial results of one worker thread: counters per definition of the group (indexed like
+/// [`GroupContext::compiled`]) and changed memberships.
 struct Partial {
-    metrics: JobMetrics,
+    qualified: Vec<u64>,
+    by_namespace: Vec<BTreeMap<String, u64>>,
+    realized: Vec<u64>,
+    exited: Vec<u64>,
     updates: HashMap<String, Memberships>,
+    /// Merged profiles this worker was handed.
+    scanned: u64,
     /// The first stored membership that could not be read: the job fails with it.
     failure: Option<String>,
 }
 
 impl Partial {
-    /// Adds another worker's results (profiles are disjoint between workers).
-    fn absorb(&mut self, other: Partial) {
-        if self.failure.is_none() {
-            self.failure = other.failure;
+    fn new(definitions: usize) -> Self {
+        Self {
+            qualified: vec![0; definitions],
+            by_namespace: vec![BTreeMap::new(); definitions],
+            realized: vec![0; definitions],
+            exited: vec![0; definitions],
+            updates: HashMap::new(),
+            scanned: 0,
+            failure: None,
         }
-        for (segment, count) in other.metrics.segmented_profile_counter {
-            *self
-                .metrics
+    }
+
+    /// Adds this worker's counters to the job's metrics (workers' profiles are disjoint).
+    fn add_to(&self, compiled: &[CompiledDefinition<'_>], metrics: &mut JobMetrics) {
+        for (index, CompiledDefinition { definition, .. }) in compiled.iter().enumerate() {
+            let id = &definition.id;
+            *metrics
                 .segmented_profile_counter
-                .entry(segment)
-                .or_default() += count;
-        }
-        for (target, source) in [
-            (
-                &mut self.metrics.segmented_profile_by_namespace_counter,
-                other.metrics.segmented_profile_by_namespace_counter,
-            ),
-            (
-                &mut self.metrics.segmented_profile_by_status_counter,
-                other.metrics.segmented_profile_by_status_counter,
-            ),
-        ] {
-            for (segment, counts) in source {
-                let entry = target.entry(segment).or_default();
-                for (key, count) in counts {
-                    *entry.entry(key).or_default() += count;
+                .entry(id.clone())
+                .or_default() += self.qualified[index];
+            let namespaces = metrics
+                .segmented_profile_by_namespace_counter
+                .entry(id.clone())
+                .or_default();
+            for (namespace, count) in &self.by_namespace[index] {
+                *namespaces.entry(namespace.clone()).or_default() += count;
+            }
+            let statuses = metrics
+                .segmented_profile_by_status_counter
+                .entry(id.clone())
+                .or_default();
+            for (label, count) in [
+                ("realized", self.realized[index]),
+                ("exited", self.exited[index]),
+            ] {
+                if count > 0 {
+                    *statuses.entry(label.into()).or_default() += count;
                 }
             }
         }
-        self.updates.extend(other.updates);
     }
 }
 
-/// Evaluates a chunk of profiles. Definitions that do not read memberships are evaluated column
-/// at a time over the chunk flattened into the sample's columnar tables (the same kernels and
-/// answers as previews), holding only the fields those definitions read ([`Projection`]); the
-/// others per profile, on its JSON, after this job's earlier results.
-fn evaluate_chunk(chunk: Vec<ProfileWork>, context: &GroupContext<'_>, partial: &mut Partial) {
-    let mut tables = ProfileTablesBuilder::projected(context.projection.clone());
-    // Flattened only when some definition is answered from columns.
-    let flattened = match context
+/// Evaluates every definition of a group over one partition: definitions that do not read
+/// memberships column at a time over the partition's tables (the same kernels and answers as
+/// previews), then each profile's transitions, with the others evaluated per profile on its JSON
+/// rebuilt from the tables, after this job's earlier results.
+fn evaluate_partition(partition: &Partition, context: &GroupContext<'_>, partial: &mut Partial) {
+    let tables = &partition.tables;
+    let rows = tables.len();
+    let columnar: Vec<Option<Vec<bool>>> = context
         .compiled
         .iter()
-        .all(|compiled| compiled.reads_memberships)
-    {
-        true => None,
-        false => Some(chunk.iter().try_for_each(|work| {
-            tables.push_with_packed_events(&work.attributes, work.events.iter().map(Vec::as_slice))
-        })),
-    };
-    // `None` for definitions left to the per-profile path (all of them when nothing was flattened,
-    // or in the never-seen case of a chunk whose strings pass 4 GiB).
-    let columnar: Vec<Option<Vec<bool>>> = match flattened {
-        None | Some(Err(_)) => vec![None; context.compiled.len()],
-        Some(Ok(())) => {
-            let tables = tables.finish();
-            context
-                .compiled
-                .iter()
-                .map(|compiled| {
-                    if compiled.reads_memberships {
-                        return None;
-                    }
-                    let prepared = tables.prepare(&compiled.query, context.now_ms);
-                    let mut qualifies = vec![false; chunk.len()];
-                    for row in tables.matching(&prepared, 0..chunk.len()) {
-                        qualifies[row as usize] = true;
-                    }
-                    // A whole profile or event was read: the projected tables lack fields it has,
-                    // so the definition runs per profile on the full JSON instead.
-                    (!tables.take_whole_value_reads()).then_some(qualifies)
-                })
-                .collect()
-        }
-    };
-    for (row, work) in chunk.into_iter().enumerate() {
+        .map(|compiled| {
+            (!compiled.reads_memberships).then(|| {
+                let prepared = tables.prepare(&compiled.query, context.now_ms);
+                let mut qualifies = vec![false; rows];
+                for row in tables.matching(&prepared, 0..rows) {
+                    qualifies[row as usize] = true;
+                }
+                qualifies
+            })
+        })
+        .collect();
+    // Qualifying profiles per definition and namespace set, named once per partition.
+    let mut by_set = vec![vec![0u64; partition.namespace_sets.len()]; context.compiled.len()];
+    for row in 0..rows {
         let precomputed = |definition: usize| columnar[definition].as_ref().map(|rows| rows[row]);
-        evaluate_profile(work, context, partial, precomputed);
+        let set = partition.namespace_set[row] as usize;
+        evaluate_profile(
+            &partition.xids[row],
+            || {
+                let events = match context.reads_events {
+                    true => tables.materialize_events(row),
+                    false => Vec::new(),
+                };
+                (tables.attributes().materialize(row), events)
+            },
+            context,
+            partial,
+            precomputed,
+            |definition| by_set[definition][set] += 1,
+        );
     }
+    for (definition, counts) in by_set.iter().enumerate() {
+        for (set, count) in counts.iter().enumerate().filter(|(_, count)| **count > 0) {
+            partial.qualified[definition] += count;
+            for namespace in &partition.namespace_sets[set] {
+                *partial.by_namespace[definition]
+                    .entry(namespace.clone())
+                    .or_default() += count;
+            }
+        }
+    }
+    partial.scanned += partition.profiles_scanned;
 }
 
-/// Evaluates every definition of a group for one profile, in dependency order, recording counters
-/// and, when a status changed, the profile's new memberships. `precomputed(i)` is definition
-/// `i`'s answer when the chunk's column evaluation gave one.
+/// Evaluates every definition of a group for one profile, in dependency order, recording
+/// transitions and, when a status changed, the profile's new memberships. `precomputed(i)` is
+/// definition `i`'s answer when the partition's column evaluation gave one; `materialize` rebuilds
+/// the profile's attributes and events for the others; `qualified(i)` is called when the profile
+/// qualifies for definition `i`.
 fn evaluate_profile(
-    work: ProfileWork,
+    xid: &str,
+    materialize: impl FnOnce() -> (Value, Vec<Value>),
     context: &GroupContext<'_>,
     partial: &mut Partial,
     precomputed: impl Fn(usize) -> Option<bool>,
+    mut qualified: impl FnMut(usize),
 ) {
-    // Unpacked on first need; events whose stored bytes do not unpack cannot match anything.
-    let mut events: Option<Vec<Value>> = None;
+    // Rebuilt on first need.
+    let mut materialize = Some(materialize);
+    let mut profile: Option<(Value, Vec<Value>)> = None;
     // Copied only when this profile's memberships change.
-    let mut memberships: Cow<'_, Memberships> = match context.updated.get(&work.xid) {
+    let mut memberships: Cow<'_, Memberships> = match context.updated.get(xid) {
         Some(updated) => Cow::Borrowed(updated),
-        None => match context.stored.get(&work.xid) {
+        None => match context.stored.get(xid) {
             Ok(stored) => Cow::Owned(stored),
             Err(error) => {
                 partial.failure.get_or_insert_with(|| error.to_string());
@@ -660,127 +655,81 @@ fn evaluate_profile(
             }
         },
     };
-    let mut attributes = work.attributes;
     let mut changed = false;
-    let metrics = &mut partial.metrics;
-    for (
-        index,
-        CompiledDefinition {
-            definition,
-            query,
-            reads_memberships,
-        },
-    ) in context.compiled.iter().enumerate()
-    {
+    for (index, compiled) in context.compiled.iter().enumerate() {
+        let definition = compiled.definition;
         let qualifies = match precomputed(index) {
             Some(qualifies) => qualifies,
             None => {
+                let (attributes, events) =
+                    profile.get_or_insert_with(|| materialize.take().expect("materialized once")());
                 // inSegment sees this job's results for earlier definitions, and stored ones for
                 // others.
-                if *reads_memberships && let Value::Object(object) = &mut attributes {
+                if let Value::Object(object) = attributes {
                     object.insert(
                         "segmentMembership".into(),
                         json!({UPS_NAMESPACE: &*memberships}),
                     );
                 }
-                let events = events.get_or_insert_with(|| match context.reads_events {
-                    true => work
-                        .events
-                        .iter()
-                        .filter_map(|event| crate::store::profiles::packed::to_value(event).ok())
-                        .collect(),
-                    false => Vec::new(),
-                });
-                query.matches_at(&pql::JsonProfile::new(&attributes, events), context.now_ms)
+                compiled
+                    .query
+                    .matches_at(&pql::JsonProfile::new(attributes, events), context.now_ms)
             }
         };
+        if qualifies {
+            qualified(index);
+        }
         let previous = memberships
             .get(&definition.id)
             .map(|membership| membership.status);
-        let next = match (previous, qualifies) {
-            (None, false) => None,
-            (Some(MembershipStatus::Exited), false) => Some((MembershipStatus::Exited, false)),
-            (Some(MembershipStatus::Realized), true) => Some((MembershipStatus::Realized, false)),
-            (None | Some(MembershipStatus::Exited), true) => {
-                Some((MembershipStatus::Realized, true))
-            }
-            (Some(MembershipStatus::Realized), false) => Some((MembershipStatus::Exited, true)),
+        let transition = match (previous, qualifies) {
+            (None | Some(MembershipStatus::Exited), true) => Some(MembershipStatus::Realized),
+            (Some(MembershipStatus::Realized), false) => Some(MembershipStatus::Exited),
+            _ => None,
         };
-        if qualifies {
-            *metrics
-                .segmented_profile_counter
-                .entry(definition.id.clone())
-                .or_default() += 1;
-            let by_namespace = metrics
-                .segmented_profile_by_namespace_counter
-                .entry(definition.id.clone())
-                .or_default();
-            for namespace in &work.namespaces {
-                *by_namespace.entry(namespace.clone()).or_default() += 1;
-            }
-        }
-        match next {
-            Some((status, true)) => {
-                let label = if status == MembershipStatus::Realized {
-                    "realized"
-                } else {
-                    "exited"
-                };
-                *metrics
-                    .segmented_profile_by_status_counter
-                    .entry(definition.id.clone())
-                    .or_default()
-                    .entry(label.into())
-                    .or_default() += 1;
+        match transition {
+            Some(status) => {
+                match status {
+                    MembershipStatus::Realized => partial.realized[index] += 1,
+                    MembershipStatus::Exited => partial.exited[index] += 1,
+                }
                 memberships.to_mut().insert(
                     definition.id.clone(),
                     Membership {
                         status,
                         last_qualification_time: context.now_text.to_owned(),
-                        version: Some(definition.version.to_string()),
+                        version: Some(compiled.version.clone()),
                     },
                 );
                 changed = true;
             }
-            Some((_, false)) => {
-                let version = definition.version.to_string();
+            // An unchanged status records the version evaluated.
+            None => {
                 if memberships
                     .get(&definition.id)
-                    .is_some_and(|entry| entry.version.as_deref() != Some(version.as_str()))
+                    .is_some_and(|entry| entry.version.as_deref() != Some(&compiled.version))
                     && let Some(entry) = memberships.to_mut().get_mut(&definition.id)
                 {
-                    entry.version = Some(version);
+                    entry.version = Some(compiled.version.clone());
                 }
             }
-            None => {}
         }
     }
     if changed {
-        partial.updates.insert(work.xid, memberships.into_owned());
+        partial
+            .updates
+            .insert(xid.to_owned(), memberships.into_owned());
     }
-}
-
-/// Profiles a worker evaluates at once.
-const CHUNK: usize = 512;
-
-/// Profiles between two progress reports (and cancellation checks).
-const PROGRESS_EVERY: u64 = 4096;
-
-/// One scanning thread's pending chunk and counters.
-#[derive(Default)]
-struct ChunkWorker {
-    chunk: Vec<ProfileWork>,
-    partial: Partial,
-    /// Profiles this thread scanned in the current pass.
-    scanned: u64,
 }
 
 /// Evaluates a job's definitions over the whole store and, unless cancelled, writes the membership
 /// transitions in one transaction.
 ///
-/// One thread per core scans its own range of the store ([`ProfileStore::scan_parallel`]),
-/// decoding merged profiles and evaluating them in chunks ([`evaluate_chunk`]) with its own
-/// counters, merged at the end of the pass.
+/// Each merge policy's pass reads the store's columnar snapshot ([`ColumnarSnapshots`]): one
+/// thread per core takes partitions one after the other, reading current ones from disk and
+/// rebuilding stale ones from the store, and evaluates them ([`evaluate_partition`]) with its own
+/// counters, merged at the end of the pass. Progress is reported and cancellation checked after
+/// every partition.
 pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<EvaluationOutcome, String> {
     let now_text = input.now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let now_ms = input.now.timestamp_millis();
@@ -790,9 +739,9 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
         .snapshot(tenant)
         .map_err(|error| error.to_string())?;
     let mut all_updates: HashMap<String, Memberships> = HashMap::new();
-    // Profiles scanned over all groups: `processed` in steps of PROGRESS_EVERY per thread, for
-    // progress reports; `total_scanned` exactly, once each pass is over.
-    let (processed, mut total_scanned) = (AtomicU64::new(0), 0u64);
+    // Profiles handed out over all groups so far, for progress reports.
+    let processed = AtomicU64::new(0);
+    let mut total_scanned = 0u64;
     let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
 
     // Group by merge policy: one pass over the store per distinct policy.
@@ -824,10 +773,6 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
                 .insert(definition.id.clone(), BTreeMap::new());
         }
     }
-    let mut totals = Partial {
-        metrics,
-        ..Partial::default()
-    };
 
     for (policy, policy_id, members) in &groups {
         let mut reads_events = false;
@@ -848,16 +793,10 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
                     definition,
                     query,
                     reads_memberships,
+                    version: definition.version.to_string(),
                 })
             })
             .collect::<Result<_, String>>()?;
-        let projection = Projection::of(
-            compiled
-                .iter()
-                .filter(|compiled| !compiled.reads_memberships)
-                .map(|compiled| &compiled.query),
-        )
-        .map(Arc::new);
         let context = GroupContext {
             compiled: &compiled,
             reads_events,
@@ -865,87 +804,67 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             updated: &all_updates,
             now_ms,
             now_text: &now_text,
-            projection,
         };
         let cancelled = AtomicBool::new(false);
-        let mut chunk_workers: Vec<ChunkWorker> =
-            (0..workers).map(|_| ChunkWorker::default()).collect();
-        let mut consumers: Vec<_> = chunk_workers
+        let mut partials: Vec<Partial> =
+            (0..workers).map(|_| Partial::new(compiled.len())).collect();
+        let mut consumers: Vec<_> = partials
             .iter_mut()
-            .map(|worker| {
+            .map(|partial| {
                 let (context, processed, cancelled) = (&context, &processed, &cancelled);
-                move |profile: MergedProfile| {
-                    worker.scanned += 1;
-                    // The shared count is touched once per PROGRESS_EVERY profiles, not per profile.
-                    if worker.scanned % PROGRESS_EVERY == 0 {
-                        let count = processed.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
-                        (input.progress)(count + PROGRESS_EVERY);
-                        if (input.cancelled)() {
-                            cancelled.store(true, Ordering::Relaxed);
-                            return ControlFlow::Break(());
-                        }
-                    }
-                    if let Some(work) = ProfileWork::from_profile(profile) {
-                        worker.chunk.push(work);
-                    }
-                    if worker.chunk.len() == CHUNK {
-                        evaluate_chunk(
-                            std::mem::take(&mut worker.chunk),
-                            context,
-                            &mut worker.partial,
-                        );
+                move |partition: &Partition| {
+                    evaluate_partition(partition, context, partial);
+                    let count = processed.fetch_add(partition.profiles_scanned, Ordering::Relaxed);
+                    (input.progress)(count + partition.profiles_scanned);
+                    if (input.cancelled)() {
+                        cancelled.store(true, Ordering::Relaxed);
+                        return ControlFlow::Break(());
                     }
                     ControlFlow::Continue(())
                 }
             })
             .collect();
-        input
-            .profiles
-            .scan_parallel(tenant, policy, &mut consumers)
+        let pass = input
+            .snapshots
+            .for_each_partition(input.profiles, tenant, policy, &mut consumers)
             .map_err(|error| error.to_string())?;
         drop(consumers);
-        let (mut scan_result, mut scanned) = (Partial::default(), 0);
-        for worker in chunk_workers {
-            let ChunkWorker {
-                chunk,
-                mut partial,
-                scanned: by_worker,
-            } = worker;
-            if !chunk.is_empty() {
-                evaluate_chunk(chunk, &context, &mut partial);
-            }
-            scan_result.absorb(partial);
-            scanned += by_worker;
-        }
-        total_scanned += scanned;
+        tracing::debug!(
+            partitions_read = pass.partitions_read,
+            partitions_built = pass.partitions_built,
+            "segment job pass over the columnar snapshot"
+        );
         if cancelled.load(Ordering::Relaxed) || (input.cancelled)() {
             return Ok(EvaluationOutcome {
-                metrics: totals.metrics,
+                metrics,
                 cancelled: true,
             });
         }
-        totals
-            .metrics
-            .total_profiles_by_merge_policy
-            .insert(policy_id.clone(), scanned);
-        if let Some(failure) = scan_result.failure {
+        if let Some(failure) = partials
+            .iter_mut()
+            .find_map(|partial| partial.failure.take())
+        {
             return Err(failure);
         }
-        // Later groups' inSegment reads see this group's results.
-        all_updates.extend(scan_result.updates);
-        totals.absorb(Partial {
-            metrics: scan_result.metrics,
-            ..Partial::default()
-        });
+        let scanned: u64 = partials.iter().map(|partial| partial.scanned).sum();
+        total_scanned += scanned;
+        metrics
+            .total_profiles_by_merge_policy
+            .insert(policy_id.clone(), scanned);
+        for partial in partials {
+            partial.add_to(&compiled, &mut metrics);
+            // Later groups' inSegment reads see this group's results.
+            all_updates.extend(partial.updates);
+        }
     }
-    totals.metrics.total_profiles = Some(total_scanned);
+    metrics.total_profiles = Some(total_scanned);
     let updates: Vec<(String, Memberships)> = all_updates.into_iter().collect();
     input
         .memberships
         .replace_all(tenant, &updates)
         .map_err(|error| error.to_string())?;
     Ok(EvaluationOutcome {
-        metrics: totals.metrics,
+        metrics,
         cancelled: false,
     })
 }

@@ -19,6 +19,10 @@
 //!   of one identity.
 //! - [`ProfileStore::delete_person`]`(tenant, namespace, id)` removes a whole
 //!   profile: fragments, events and graph identities.
+//! - [`ProfileStore::partitions`]`(tenant)` opens a read snapshot cut into
+//!   partitions of [`PARTITION_PERSONS`] person ids, each with the sequence
+//!   number of the last write that touched it, so derived copies of the store
+//!   (the columnar snapshots segment jobs read) know which parts are current.
 //!
 //! # Engine
 //!
@@ -41,7 +45,7 @@
 //! | `profile_tenants` | `org \n sandbox` | tenant id `u32` |
 //! | `profile_ids` | tenant · `namespace \0 id` | person id `u64` (the graph: identity → component) |
 //! | `profile_persons` | tenant · person `u64` · seq `u32` | seq 0: person header (identities, record fragments); seq 1..: event chunks |
-//! | `profile_meta` | tenant · tag [· dataset] | counters: next person id, person count, rows per dataset, batch sequence |
+//! | `profile_meta` | tenant · tag [· dataset or partition] | counters: next person id, person count, rows per dataset, batch sequence, last write per partition |
 //!
 //! A person is a connected component of the identity graph. Its header and
 //! event chunks are adjacent keys, so a full pass is one range read of
@@ -71,7 +75,7 @@ pub mod identity;
 pub mod merge;
 pub mod packed;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
@@ -106,6 +110,11 @@ const CACHE_BYTES: usize = 512 << 20;
 /// memory stays bounded however many rows and persons it has.
 const FLUSH_BYTES: usize = 64 << 20;
 
+/// Person ids per partition of [`ProfileStore::partitions`]: 8,192 persons hold about 7 MB of
+/// columnar tables, small enough for one per core in memory and large enough that per-partition
+/// overheads (a file, a checksum, binding a query) vanish next to its rows.
+pub const PARTITION_PERSONS: u64 = 8192;
+
 const TENANTS: TableDefinition<&str, u32> = TableDefinition::new("profile_tenants");
 const IDS: TableDefinition<&[u8], u64> = TableDefinition::new("profile_ids");
 const PERSONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("profile_persons");
@@ -117,6 +126,7 @@ const TAG_BATCH_SEQ: u8 = 2;
 const TAG_NEXT_PERSON: u8 = 3;
 const TAG_PERSON_COUNT: u8 = 4;
 const TAG_DATASET_ROWS: u8 = 5;
+const TAG_PARTITION_VERSION: u8 = 6;
 const GLOBAL: u32 = 0;
 
 /// What kind of rows a dataset holds.
@@ -188,6 +198,8 @@ pub struct ProfileStore {
     clock: Arc<dyn Clock>,
     /// [`FLUSH_BYTES`], smaller in tests so that the flush path runs.
     flush_bytes: usize,
+    /// [`PARTITION_PERSONS`], smaller in tests so that small stores have several partitions.
+    partition_persons: u64,
 }
 
 impl std::fmt::Debug for ProfileStore {
@@ -215,6 +227,7 @@ impl ProfileStore {
             db,
             clock: Arc::new(SystemClock),
             flush_bytes: FLUSH_BYTES,
+            partition_persons: PARTITION_PERSONS,
         })
     }
 
@@ -229,6 +242,14 @@ impl ProfileStore {
     #[cfg(test)]
     fn with_flush_bytes(mut self, bytes: usize) -> Self {
         self.flush_bytes = bytes;
+        self
+    }
+
+    /// Cuts partitions of `persons` person ids instead of [`PARTITION_PERSONS`]; a store must be
+    /// opened with the same value every time.
+    #[cfg(test)]
+    pub(crate) fn with_partition_persons(mut self, persons: u64) -> Self {
+        self.partition_persons = persons;
         self
     }
 
@@ -268,6 +289,7 @@ impl ProfileStore {
             let tenant_id = tables.tenant_id(tenant)?;
             let batch_seq = tables.bump(&meta_key(GLOBAL, TAG_BATCH_SEQ, ""), 1)?;
             let mut writer = BatchWriter::new(&mut tables, tenant_id, batch_seq, self.flush_bytes)?;
+            writer.partition_persons = self.partition_persons;
             let ingest_ms = self.clock.now().timestamp_millis();
             let mut rows_stored = 0;
             for (index, row) in rows.into_iter().enumerate() {
@@ -457,6 +479,48 @@ impl ProfileStore {
         Ok(stats)
     }
 
+    /// Opens a read snapshot of the tenant's persons cut into partitions of [`PARTITION_PERSONS`]
+    /// person ids, or `None` for a tenant without data.
+    ///
+    /// Each partition carries its version: the sequence number of the last committed write that
+    /// added, changed, merged away or deleted one of its persons (0 when none did since versions
+    /// were recorded). A copy of a partition derived at one version is current for as long as
+    /// the version stays the same.
+    pub fn partitions(&self, tenant: &Tenant) -> Result<Option<Partitions>, ProfileStoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(tenant_id) = lookup_tenant(&txn, tenant)? else {
+            return Ok(None);
+        };
+        let meta = txn.open_table(META)?;
+        let next_person = meta
+            .get(meta_key(tenant_id, TAG_NEXT_PERSON, "").as_slice())?
+            .map_or(1, |v| v.value());
+        let count = next_person.div_ceil(self.partition_persons);
+        let mut versions = vec![0; count as usize];
+        let prefix = meta_key(tenant_id, TAG_PARTITION_VERSION, "");
+        for entry in meta.range(prefix.as_slice()..)? {
+            let (key, version) = entry?;
+            let Some(partition) = key.value().strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let partition = u64::from_be_bytes(partition.try_into().map_err(|_| {
+                ProfileStoreError::Corrupt("partition version key of the wrong length".into())
+            })?);
+            if let Some(slot) = versions.get_mut(partition as usize) {
+                *slot = version.value();
+            }
+        }
+        Ok(Some(Partitions {
+            snapshot: PersonsSnapshot {
+                persons: txn.open_table(PERSONS)?,
+                tenant_id,
+                next_person,
+            },
+            versions,
+            partition_persons: self.partition_persons,
+        }))
+    }
+
     /// Returns the merged profile that `namespace`/`id` belongs to under
     /// `policy`, or `None` when the identity is unknown or, under
     /// [`IdentityGraph::None`], keys no fragment and no event.
@@ -547,6 +611,12 @@ impl ProfileStore {
                     .remove(person_key(tenant_id, person_id, seq).as_slice())?;
             }
             tables.bump(&meta_key(tenant_id, TAG_PERSON_COUNT, ""), -1)?;
+            let write_seq = tables.bump(&meta_key(GLOBAL, TAG_BATCH_SEQ, ""), 1)?;
+            tables.mark_partition(
+                tenant_id,
+                person_id / self.partition_persons,
+                write_seq as u64,
+            )?;
             true
         };
         txn.commit()?;
@@ -560,6 +630,56 @@ struct PersonsSnapshot {
     persons: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     tenant_id: u32,
     next_person: u64,
+}
+
+/// A tenant's persons on one read snapshot, cut into partitions of [`PARTITION_PERSONS`] person
+/// ids with their versions ([`ProfileStore::partitions`]). `Sync`: threads scan partitions of the
+/// same snapshot side by side.
+pub struct Partitions {
+    snapshot: PersonsSnapshot,
+    versions: Vec<u64>,
+    partition_persons: u64,
+}
+
+impl Partitions {
+    /// Number of partitions (the last may be partly filled).
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    /// Whether the tenant has no partition.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// The version of `partition`: the sequence number of the last write that touched it.
+    pub fn version(&self, partition: usize) -> u64 {
+        self.versions[partition]
+    }
+
+    /// Calls `f` with every merged profile of `partition` under `policy`, in person-id order,
+    /// with its newest 5,000 events (as [`ProfileStore::scan`]).
+    pub fn scan(
+        &self,
+        partition: usize,
+        policy: &MergePolicy,
+        mut f: impl FnMut(MergedProfile),
+    ) -> Result<ScanStats, ProfileStoreError> {
+        let start = partition as u64 * self.partition_persons;
+        let end = (partition as u64 + 1) * self.partition_persons;
+        let mut consume = |profile| {
+            f(profile);
+            ControlFlow::Continue(())
+        };
+        scan_persons(
+            &self.snapshot.persons,
+            self.snapshot.tenant_id,
+            start..end.min(self.snapshot.next_person),
+            policy,
+            &AtomicBool::new(false),
+            &mut consume,
+        )
+    }
 }
 
 /// Reads the persons whose ids fall in `person_ids` in key order and hands each merged profile
@@ -678,6 +798,20 @@ impl<'txn> Tables<'txn> {
         Ok(next)
     }
 
+    /// Records that write `write_seq` changed persons of `partition`.
+    fn mark_partition(
+        &mut self,
+        tenant_id: u32,
+        partition: u64,
+        write_seq: u64,
+    ) -> Result<(), ProfileStoreError> {
+        self.meta.insert(
+            partition_version_key(tenant_id, partition).as_slice(),
+            write_seq,
+        )?;
+        Ok(())
+    }
+
     fn read_header(
         &self,
         tenant_id: u32,
@@ -718,6 +852,10 @@ struct BatchWriter<'a, 'txn> {
     next_person: u64,
     created: u64,
     merged: u64,
+    /// Partitions whose persons this batch wrote or removed.
+    touched_partitions: BTreeSet<u64>,
+    /// Person ids per partition.
+    partition_persons: u64,
 }
 
 impl<'a, 'txn> BatchWriter<'a, 'txn> {
@@ -741,6 +879,8 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             next_person,
             created: 0,
             merged: 0,
+            touched_partitions: BTreeSet::new(),
+            partition_persons: PARTITION_PERSONS,
         })
     }
 
@@ -941,6 +1081,8 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         self.tables
             .persons
             .remove(person_key(self.tenant_id, source, 0).as_slice())?;
+        self.touched_partitions
+            .insert(source / self.partition_persons);
         target_person.header.event_count += source_person.header.event_count;
         // The pending events keep their version byte only once.
         target_person
@@ -963,6 +1105,8 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         let mut pending: Vec<(u64, PendingPerson)> = self.pending.drain().collect();
         pending.sort_unstable_by_key(|(person_id, _)| *person_id);
         for (person_id, mut person) in pending {
+            self.touched_partitions
+                .insert(person_id / self.partition_persons);
             let person = &mut person;
             if person.new_event_count > 0 {
                 let chunk = std::mem::replace(&mut person.new_events, codec::new_chunk());
@@ -999,6 +1143,10 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         if delta != 0 {
             self.tables
                 .bump(&meta_key(tenant_id, TAG_PERSON_COUNT, ""), delta)?;
+        }
+        for partition in std::mem::take(&mut self.touched_partitions) {
+            self.tables
+                .mark_partition(tenant_id, partition, self.batch_seq)?;
         }
         Ok(())
     }
@@ -1133,6 +1281,12 @@ fn meta_key(tenant_id: u32, tag: u8, suffix: &str) -> Vec<u8> {
     key.extend_from_slice(&tenant_id.to_be_bytes());
     key.push(tag);
     key.extend_from_slice(suffix.as_bytes());
+    key
+}
+
+fn partition_version_key(tenant_id: u32, partition: u64) -> Vec<u8> {
+    let mut key = meta_key(tenant_id, TAG_PARTITION_VERSION, "");
+    key.extend_from_slice(&partition.to_be_bytes());
     key
 }
 

@@ -1,0 +1,416 @@
+//! Columnar snapshots of the profile store, kept on disk per partition, that segment jobs read
+//! instead of merging and flattening every profile on every run.
+//!
+//! # Why
+//!
+//! A pass over the store decodes each person's header and event chunks, merges its fragments
+//! into one profile and flattens profile and events into columns before a definition is
+//! evaluated; that is about three quarters of a segment job, and it gives the same tables every
+//! time the persons did not change. So the flattened tables are kept: the store is cut into
+//! partitions of [`PARTITION_PERSONS`](crate::store::profiles::PARTITION_PERSONS) person ids, each partition's merged profiles are stored as
+//! [`ProfileTables`] (all fields, not projected, so any definition can read them) in one file per
+//! merge policy, and a pass reads a partition's file when it is current and rebuilds it from the
+//! store when it is not.
+//!
+//! # Staying exact
+//!
+//! The store gives every partition a version: the sequence number of the last write that touched
+//! one of its persons ([`ProfileStore::partitions`]), read on the same snapshot the pass scans. A
+//! file records the version it was built at and is used only while it matches, so a pass sees
+//! exactly the store of its read snapshot, cached or not. Files are derived data: written to a
+//! temporary file and renamed, checked with a CRC-32 when read; a torn, damaged or old-format file
+//! is rebuilt, and a file that cannot be written is only logged (the pass goes on with the
+//! partition it built in memory).
+//!
+//! # Layout
+//!
+//! `<data dir>/columnar/<tenant hash>/<merge policy hash>/<partition>.cols`:
+//!
+//! | field | encoding |
+//! | --- | --- |
+//! | magic, format | `SGCS`, `u8` |
+//! | partition version | `u64` |
+//! | merged profiles scanned, graphs skipped (> 50 identities) | `u64`, `u64` |
+//! | namespace sets | count, then each set's names |
+//! | rows | count, then each row's XID and namespace set index |
+//! | tables | [`ProfileTables::encode`] |
+//! | CRC-32 of all of the above | `u32` |
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::sample::columns::encoding::{Reader, Writer};
+use crate::sample::columns::{DecodeError, ProfileTables, ProfileTablesBuilder};
+use crate::store::profiles::{
+    MergePolicy, MergedProfile, Partitions, ProfileStore, ProfileStoreError,
+};
+use crate::tenant::Tenant;
+
+/// The folder of snapshots inside the data directory.
+pub const DIR: &str = "columnar";
+
+const MAGIC: &[u8; 4] = b"SGCS";
+const FORMAT_VERSION: u8 = 1;
+const FILE_EXTENSION: &str = "cols";
+
+/// Errors of a pass over the snapshots: only the store's (a damaged cache file is rebuilt).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading the profile store failed.
+    #[error(transparent)]
+    Store(#[from] ProfileStoreError),
+    /// A partition's profiles could not be flattened (a column past 4 GiB of strings).
+    #[error("partition {partition} cannot be flattened: {reason}")]
+    Flatten {
+        /// The partition.
+        partition: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The merged profiles of one partition, columnar, with what a job needs of each besides its
+/// fields.
+#[derive(Debug)]
+pub struct Partition {
+    /// The partition's index.
+    pub index: usize,
+    /// The profiles that have an identity (all, in practice), one row each.
+    pub tables: ProfileTables,
+    /// Row by row: the profile's XID.
+    pub xids: Vec<String>,
+    /// Row by row: an index into [`Partition::namespace_sets`].
+    pub namespace_set: Vec<u32>,
+    /// Distinct sorted sets of identity namespaces of the rows.
+    pub namespace_sets: Vec<Vec<String>>,
+    /// Merged profiles the store gave, rows and profiles without identities alike.
+    pub profiles_scanned: u64,
+    /// Persons skipped because their graph exceeds 50 identities.
+    pub skipped_large_graphs: u64,
+}
+
+impl Partition {
+    /// The namespaces of row `row`'s identities, sorted, without repeats.
+    pub fn namespaces(&self, row: usize) -> &[String] {
+        &self.namespace_sets[self.namespace_set[row] as usize]
+    }
+
+    /// Builds the partition from the store's merged profiles.
+    fn build(
+        partitions: &Partitions,
+        index: usize,
+        policy: &MergePolicy,
+    ) -> Result<Partition, SnapshotError> {
+        let mut tables = ProfileTablesBuilder::default();
+        let (mut xids, mut namespace_set) = (Vec::new(), Vec::new());
+        let mut namespace_sets: Vec<Vec<String>> = Vec::new();
+        let mut flatten_error = None;
+        let stats = partitions.scan(index, policy, |profile: MergedProfile| {
+            let Some(xid) = profile.xid() else {
+                return;
+            };
+            if flatten_error.is_some() {
+                return;
+            }
+            let events = profile.events.iter().map(|event| event.packed.as_slice());
+            if let Err(error) = tables.push_with_packed_events(&profile.attributes, events) {
+                flatten_error = Some(error.to_string());
+                return;
+            }
+            let mut namespaces: Vec<String> = profile
+                .identities
+                .iter()
+                .map(|identity| identity.namespace.clone())
+                .collect();
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            let set = match namespace_sets.iter().position(|set| *set == namespaces) {
+                Some(set) => set,
+                None => {
+                    namespace_sets.push(namespaces);
+                    namespace_sets.len() - 1
+                }
+            };
+            xids.push(xid);
+            namespace_set.push(set as u32);
+        })?;
+        if let Some(reason) = flatten_error {
+            return Err(SnapshotError::Flatten {
+                partition: index,
+                reason,
+            });
+        }
+        Ok(Partition {
+            index,
+            tables: tables.finish(),
+            xids,
+            namespace_set,
+            namespace_sets,
+            profiles_scanned: stats.profiles,
+            skipped_large_graphs: stats.skipped_large_graphs,
+        })
+    }
+
+    /// The file contents of the partition at `version`.
+    fn encode(&self, version: u64) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.tables.heap_bytes() + 64 * self.xids.len());
+        bytes.extend_from_slice(MAGIC);
+        let mut writer = Writer(&mut bytes);
+        writer.u8(FORMAT_VERSION);
+        writer.u64(version);
+        writer.u64(self.profiles_scanned);
+        writer.u64(self.skipped_large_graphs);
+        writer.u64(self.namespace_sets.len() as u64);
+        for set in &self.namespace_sets {
+            writer.u64(set.len() as u64);
+            for namespace in set {
+                writer.str(namespace);
+            }
+        }
+        writer.u64(self.xids.len() as u64);
+        for (xid, set) in self.xids.iter().zip(&self.namespace_set) {
+            writer.str(xid);
+            writer.u64(u64::from(*set));
+        }
+        self.tables.encode(&mut bytes);
+        let checksum = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&checksum.to_le_bytes());
+        bytes
+    }
+
+    /// Reads a file written by [`Partition::encode`]; an error unless it is intact, of this
+    /// format and of `version`.
+    fn decode(index: usize, bytes: &[u8], version: u64) -> Result<Partition, DecodeError> {
+        let damaged = || DecodeError("checksum mismatch".into());
+        let (body, checksum) = bytes.split_last_chunk::<4>().ok_or_else(damaged)?;
+        if crc32fast::hash(body) != u32::from_le_bytes(*checksum) {
+            return Err(damaged());
+        }
+        let body = body
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| DecodeError("not a snapshot file".into()))?;
+        let mut reader = Reader::new(body);
+        let header = (|| -> Result<_, DecodeError> {
+            let format = reader.u8()?;
+            if format != FORMAT_VERSION {
+                return Err(DecodeError(format!("format {format}")));
+            }
+            let written_at = reader.u64()?;
+            if written_at != version {
+                return Err(DecodeError(format!(
+                    "stale: version {written_at}, not {version}"
+                )));
+            }
+            let (profiles_scanned, skipped_large_graphs) = (reader.u64()?, reader.u64()?);
+            let set_count = reader.len(8)?;
+            let mut namespace_sets = Vec::with_capacity(set_count);
+            for _ in 0..set_count {
+                let names = reader.len(8)?;
+                namespace_sets.push(
+                    (0..names)
+                        .map(|_| reader.str().map(str::to_owned))
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
+            }
+            let rows = reader.len(16)?;
+            let (mut xids, mut namespace_set) =
+                (Vec::with_capacity(rows), Vec::with_capacity(rows));
+            for _ in 0..rows {
+                xids.push(reader.str()?.to_owned());
+                let set = reader.u64()?;
+                if set >= set_count as u64 {
+                    return Err(DecodeError("namespace set".into()));
+                }
+                namespace_set.push(set as u32);
+            }
+            Ok((
+                profiles_scanned,
+                skipped_large_graphs,
+                namespace_sets,
+                xids,
+                namespace_set,
+            ))
+        })();
+        let (profiles_scanned, skipped_large_graphs, namespace_sets, xids, namespace_set) = header?;
+        let (tables, read) = ProfileTables::decode(&body[reader.position()..])?;
+        if reader.position() + read != body.len() || tables.len() != xids.len() {
+            return Err(DecodeError("rows and tables disagree".into()));
+        }
+        Ok(Partition {
+            index,
+            tables,
+            xids,
+            namespace_set,
+            namespace_sets,
+            profiles_scanned,
+            skipped_large_graphs,
+        })
+    }
+}
+
+/// Counts of one [`ColumnarSnapshots::for_each_partition`] pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Merged profiles of the partitions handed out.
+    pub profiles_scanned: u64,
+    /// Persons skipped because their graph exceeds 50 identities.
+    pub skipped_large_graphs: u64,
+    /// Partitions read from current files.
+    pub partitions_read: u64,
+    /// Partitions rebuilt from the store (missing, stale or damaged files).
+    pub partitions_built: u64,
+}
+
+/// The columnar snapshots of one data directory. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct ColumnarSnapshots {
+    dir: PathBuf,
+}
+
+impl ColumnarSnapshots {
+    /// The snapshots kept under `data_dir` (the folder is created when the first is written).
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join(DIR),
+        }
+    }
+
+    /// Hands every partition of the tenant's merged profiles under `policy` to one of
+    /// `consumers`, each consumer on its own thread taking the next partition when done with one,
+    /// all partitions from one read snapshot of the store. A consumer answering `Break` ends the
+    /// pass (partitions already taken are finished).
+    pub fn for_each_partition<F>(
+        &self,
+        store: &ProfileStore,
+        tenant: &Tenant,
+        policy: &MergePolicy,
+        consumers: &mut [F],
+    ) -> Result<PassStats, SnapshotError>
+    where
+        F: FnMut(&Partition) -> ControlFlow<()> + Send,
+    {
+        let Some(partitions) = store.partitions(tenant)? else {
+            return Ok(PassStats::default());
+        };
+        let folder = self
+            .dir
+            .join(format!(
+                "{:016x}",
+                fingerprint(&format!("{}\n{}", tenant.org_id, tenant.sandbox))
+            ))
+            .join(format!("{:016x}", fingerprint(&policy_key(policy))));
+        let (next, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
+        let work = |consume: &mut F| -> Result<PassStats, SnapshotError> {
+            let mut stats = PassStats::default();
+            while !stop.load(Ordering::Relaxed) {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= partitions.len() {
+                    break;
+                }
+                let (partition, built) = load_or_build(&folder, &partitions, index, policy)?;
+                stats.profiles_scanned += partition.profiles_scanned;
+                stats.skipped_large_graphs += partition.skipped_large_graphs;
+                match built {
+                    true => stats.partitions_built += 1,
+                    false => stats.partitions_read += 1,
+                }
+                if consume(&partition).is_break() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(stats)
+        };
+        let results: Vec<Result<PassStats, SnapshotError>> = match consumers {
+            [only] => vec![work(only)],
+            _ => std::thread::scope(|scope| {
+                let handles: Vec<_> = consumers
+                    .iter_mut()
+                    .map(|consume| {
+                        let work = &work;
+                        let stop = &stop;
+                        scope.spawn(move || {
+                            let result = work(consume);
+                            // A failing thread stops the others: the pass fails anyway.
+                            if result.is_err() {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            result
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            }),
+        };
+        let mut total = PassStats::default();
+        for result in results {
+            let stats = result?;
+            total.profiles_scanned += stats.profiles_scanned;
+            total.skipped_large_graphs += stats.skipped_large_graphs;
+            total.partitions_read += stats.partitions_read;
+            total.partitions_built += stats.partitions_built;
+        }
+        Ok(total)
+    }
+}
+
+/// Partition `index` from its file when current, else built from the store and saved; the flag
+/// tells whether it was built.
+fn load_or_build(
+    folder: &Path,
+    partitions: &Partitions,
+    index: usize,
+    policy: &MergePolicy,
+) -> Result<(Partition, bool), SnapshotError> {
+    let version = partitions.version(index);
+    let path = folder.join(format!("{index:08}.{FILE_EXTENSION}"));
+    match std::fs::read(&path) {
+        Ok(bytes) => match Partition::decode(index, &bytes, version) {
+            Ok(partition) => return Ok((partition, false)),
+            Err(error) => {
+                tracing::debug!(%error, path = %path.display(), "rebuilding a snapshot partition")
+            }
+        },
+        Err(error) => {
+            tracing::debug!(%error, path = %path.display(), "building a snapshot partition")
+        }
+    }
+    let partition = Partition::build(partitions, index, policy)?;
+    if let Err(error) = save(folder, &path, &partition.encode(version)) {
+        tracing::warn!(%error, path = %path.display(), "cannot save a columnar snapshot partition");
+    }
+    Ok((partition, true))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the old
+/// file or the new one, never a part.
+fn save(folder: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder)?;
+    let mut file = tempfile::NamedTempFile::new_in(folder)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// The merge policy as the key of its snapshots.
+fn policy_key(policy: &MergePolicy) -> String {
+    // Serialising a plain struct of enums and strings cannot fail.
+    serde_json::to_string(policy).unwrap_or_default()
+}
+
+/// FNV-1a: a stable 64-bit hash for folder names (std's hashers may change between releases).
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests;
