@@ -1,6 +1,6 @@
 //! Profile store benchmarks: demo data generation, bulk ingest (store only,
-//! and from files with validation), full scan of merged profiles with events,
-//! and bytes on disk.
+//! and from files with validation), full scan of merged profiles with events
+//! (from the store, and from its columnar snapshot), and bytes on disk.
 //!
 //! Run: `cargo bench --bench store` (set `SEGMENTD_BENCH_PROFILES`, default
 //! 20000). Data comes from the demo generator with a fixed seed.
@@ -8,12 +8,14 @@
 mod support;
 
 use std::hint::black_box;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use segmentd::ingest::generate::generate;
 use segmentd::ingest::validate::read_file;
+use segmentd::snapshot::{ColumnarSnapshots, Partition};
 use segmentd::store::profiles::{MergePolicy, ProfileStore, RecordKind};
 use serde_json::Value;
 use support::{generate_config, generated, load_through_batches, profiles, tenant};
@@ -143,30 +145,54 @@ fn bench_store(c: &mut Criterion) {
             })
         },
     );
+    // The columnar snapshot of the same profiles (what segment jobs read): built once, then
+    // every pass reads the current partition files on every core.
     let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-    group.bench_function(
-        format!("scan_merged_with_events_{threads}_threads/{profiles}_profiles"),
-        |b| {
-            b.iter(|| {
-                let mut events = vec![0usize; threads];
-                let mut consumers: Vec<_> = events
-                    .iter_mut()
-                    .map(|count| {
-                        move |profile: segmentd::store::profiles::MergedProfile| {
-                            *count += profile.events.len();
-                            std::ops::ControlFlow::Continue(())
-                        }
-                    })
-                    .collect();
-                let stats = store
-                    .scan_parallel(&tenant, &MergePolicy::default(), &mut consumers)
-                    .expect("scan");
-                drop(consumers);
-                black_box((stats, events))
+    let snapshots = ColumnarSnapshots::new(db.path());
+    let pass = || {
+        let mut events = vec![0usize; threads];
+        let mut consumers: Vec<_> = events
+            .iter_mut()
+            .map(|count| {
+                move |partition: &Partition| {
+                    *count += partition.tables.events().rows();
+                    ControlFlow::Continue(())
+                }
             })
-        },
+            .collect();
+        let stats = snapshots
+            .for_each_partition(&store, &tenant, &MergePolicy::default(), &mut consumers)
+            .expect("pass");
+        drop(consumers);
+        (stats, events)
+    };
+    let (built, _) = pass();
+    let snapshot_bytes: u64 = walk_bytes(&db.path().join(segmentd::snapshot::DIR));
+    println!(
+        "columnar_snapshot: {} partitions, {snapshot_bytes} bytes = {:.0} bytes/profile",
+        built.partitions_built,
+        snapshot_bytes as f64 / profiles as f64
+    );
+    group.bench_function(
+        format!("columnar_snapshot_pass_{threads}_threads/{profiles}_profiles"),
+        |b| b.iter(|| black_box(pass())),
     );
     group.finish();
+}
+
+/// Bytes of the files under `dir`.
+fn walk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.path().is_dir() {
+                    true => walk_bytes(&entry.path()),
+                    false => entry.metadata().map_or(0, |metadata| metadata.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 criterion_group!(benches, bench_store);

@@ -6,6 +6,7 @@
 //! - [`api`]: the HTTP layer (routes at Adobe's gateway paths, authentication, the error envelope).
 //! - [`catalog`]: datasets, the containers of ingested and exported data.
 //! - [`store`]: durable state (SQLite metadata).
+//! - [`snapshot`]: columnar copies of the profile store, per partition, that segment jobs read.
 //! - [`config`], [`telemetry`], [`startup`], [`cli`]: configuration, logging, wiring, command line.
 //! - [`clock`], [`tenant`]: injected time and the (organization, sandbox) scope of every resource.
 

@@ -36,8 +36,6 @@
 
 use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::cell::OnceCell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -842,71 +840,6 @@ impl ValuesBuilder {
     }
 }
 
-/// The fields some queries read, for tables that hold only those: a segment job flattens every
-/// profile of the store for a known set of definitions, so a field none of them reads is skipped
-/// while parsing (not copied, not dictionary-coded) instead of becoming a column.
-///
-/// A field is kept when it is on a query path (an object some path descends through: its scalar,
-/// array and empty-object cells are kept too, so a path's binding is the same as in a full table)
-/// or under one (a path naming an object keeps its whole subtree). Paths thus bind, and rebuilt
-/// rows walk, exactly as in unprojected tables; only the whole-profile and whole-event values
-/// differ, which [`ProfileTables::take_whole_value_reads`] reports.
-#[derive(Debug, Default)]
-pub struct Projection {
-    /// Column keys of the paths read: everything under them is kept.
-    whole: HashSet<Box<str>>,
-    /// Keys of every proper prefix of a path read: descended into, field by field.
-    prefixes: HashSet<Box<str>>,
-}
-
-/// What a [`Projection`] keeps of one field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kept {
-    /// Not read by any query: skipped.
-    Nothing,
-    /// An object on the way to a path read: its fields are checked one by one.
-    Some,
-    /// A path read, or under one: kept whole.
-    All,
-}
-
-impl Projection {
-    /// The fields `queries` read, or `None` when one of them reads a whole profile or event by
-    /// an empty path (then nothing may be left out).
-    pub fn of<'q>(queries: impl IntoIterator<Item = &'q CompiledQuery>) -> Option<Projection> {
-        let mut projection = Projection::default();
-        for query in queries {
-            // `inSegment` reads the membership columns by segment id, not by a field path.
-            if !query.referenced_segments().is_empty() {
-                projection.whole.insert("segmentMembership".into());
-            }
-            for path in query.field_paths() {
-                let segments = path.segments();
-                if segments.is_empty() {
-                    return None;
-                }
-                for length in 1..segments.len() {
-                    projection
-                        .prefixes
-                        .insert(key_of(&segments[..length]).into());
-                }
-                projection.whole.insert(key_of(segments).into());
-            }
-        }
-        Some(projection)
-    }
-
-    fn keeps(&self, key: &str) -> Kept {
-        if self.whole.contains(key) {
-            Kept::All
-        } else if self.prefixes.contains(key) {
-            Kept::Some
-        } else {
-            Kept::Nothing
-        }
-    }
-}
-
 #[derive(Debug)]
 struct ColumnBuilder {
     key: Box<str>,
@@ -922,8 +855,6 @@ pub struct TableBuilder {
     by_key: HashMap<Box<str>, usize>,
     /// A column error met while flattening text, reported once parsing stops.
     failure: Option<ColumnError>,
-    /// The fields kept, when not all are.
-    projection: Option<Arc<Projection>>,
 }
 
 impl TableBuilder {
@@ -940,7 +871,6 @@ impl TableBuilder {
             // A `&Value` deserializes infallibly; only a column error can stop the visitor.
             let flattened = serde::de::DeserializeSeed::deserialize(
                 Flatten {
-                    whole: self.projection.is_none(),
                     builder: self,
                     key: &mut key,
                     top: true,
@@ -959,15 +889,13 @@ impl TableBuilder {
     }
 
     /// Appends a row given as packed JSON (the store's event bodies), flattening it while it is
-    /// read (no intermediate `serde_json::Value` except for arrays; fields a projection leaves
-    /// out are skipped whole). Returns `false`, appending nothing, when the bytes are not a
+    /// read (no intermediate `serde_json::Value` except for arrays). Returns `false`, appending nothing, when the bytes are not a
     /// packed JSON object.
     pub fn push_packed_row(&mut self, bytes: &[u8]) -> Result<bool, ColumnError> {
         let mut key = String::new();
         let mut deserializer = PackedDeserializer::new(bytes);
         let parsed = serde::de::DeserializeSeed::deserialize(
             Flatten {
-                whole: self.projection.is_none(),
                 builder: self,
                 key: &mut key,
                 top: true,
@@ -1051,8 +979,6 @@ struct Flatten<'b> {
     builder: &'b mut TableBuilder,
     key: &'b mut String,
     top: bool,
-    /// Whether every field below is kept (no projection, or under a projected path).
-    whole: bool,
 }
 
 impl Flatten<'_> {
@@ -1155,12 +1081,7 @@ impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Flatten {
-            builder,
-            key,
-            top,
-            whole,
-        } = self;
+        let Flatten { builder, key, top } = self;
         let mut empty = true;
         while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
             empty = false;
@@ -1169,29 +1090,15 @@ impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
                 key.push(SEPARATOR);
             }
             key.push_str(&name);
-            let kept = match (whole, &builder.projection) {
-                (false, Some(projection)) => projection.keeps(key),
-                _ => Kept::All,
-            };
-            match kept {
-                Kept::Nothing => map.next_value::<serde::de::IgnoredAny>().map(drop)?,
-                Kept::Some | Kept::All => map.next_value_seed(Flatten {
-                    builder: &mut *builder,
-                    key: &mut *key,
-                    top: false,
-                    whole: kept == Kept::All,
-                })?,
-            }
+            map.next_value_seed(Flatten {
+                builder: &mut *builder,
+                key: &mut *key,
+                top: false,
+            })?;
             key.truncate(length);
         }
         match empty && !top {
-            true => Flatten {
-                builder,
-                key,
-                top,
-                whole,
-            }
-            .push(Cell::Json("{}")),
+            true => Flatten { builder, key, top }.push(Cell::Json("{}")),
             false => Ok(()),
         }
     }
@@ -1205,11 +1112,6 @@ pub struct ProfileTables {
     events: Table,
     /// `event_ends[i]` is one past profile `i`'s last event row.
     event_ends: Vec<usize>,
-    /// Whether the tables were built with a [`Projection`].
-    projected: bool,
-    /// Set when an evaluation read a whole profile or event of projected tables, which then
-    /// lacks the fields no query path names.
-    whole_value_reads: AtomicBool,
 }
 
 /// Collects profiles into [`ProfileTables`].
@@ -1221,14 +1123,6 @@ pub struct ProfileTablesBuilder {
 }
 
 impl ProfileTablesBuilder {
-    /// A builder that keeps only the fields of `projection` (all of them for `None`).
-    pub fn projected(projection: Option<Arc<Projection>>) -> Self {
-        let mut builder = Self::default();
-        builder.attributes.projection = projection.clone();
-        builder.events.projection = projection;
-        builder
-    }
-
     /// Number of profiles pushed so far.
     pub fn len(&self) -> usize {
         self.event_ends.len()
@@ -1272,11 +1166,9 @@ impl ProfileTablesBuilder {
     pub fn finish(mut self) -> ProfileTables {
         self.event_ends.shrink_to_fit();
         ProfileTables {
-            projected: self.attributes.projection.is_some(),
             attributes: self.attributes.finish(),
             events: self.events.finish(),
             event_ends: self.event_ends,
-            whole_value_reads: AtomicBool::new(false),
         }
     }
 }
@@ -1294,27 +1186,12 @@ impl ProfileTables {
             attributes: self.attributes.select(rows),
             events: self.events.select(&event_rows),
             event_ends,
-            projected: self.projected,
-            whole_value_reads: AtomicBool::new(false),
         }
     }
 
     /// Number of profiles.
     pub fn len(&self) -> usize {
         self.event_ends.len()
-    }
-
-    /// Tells whether an evaluation read a whole profile or event since the last call, on tables
-    /// built with a [`Projection`]: such answers may differ from the full profile's and must be
-    /// recomputed on it. Always `false` for unprojected tables.
-    pub fn take_whole_value_reads(&self) -> bool {
-        self.whole_value_reads.swap(false, Ordering::Relaxed)
-    }
-
-    fn note_whole_value_read(&self) {
-        if self.projected {
-            self.whole_value_reads.store(true, Ordering::Relaxed);
-        }
     }
 
     /// Whether there are no profiles.
@@ -1503,7 +1380,6 @@ impl ProfileView for ProfileRow<'_> {
     }
 
     fn profile_value(&self) -> Val<'_> {
-        self.tables.note_whole_value_read();
         Val::from_json(
             self.materialized
                 .get_or_init(|| self.tables.attributes.materialize(self.row)),
@@ -1511,7 +1387,6 @@ impl ProfileView for ProfileRow<'_> {
     }
 
     fn event_value(&self, index: usize) -> Val<'_> {
-        self.tables.note_whole_value_read();
         match index < self.events.len() {
             true => Val::from_json(self.materialized_event(index)),
             false => Val::Null,
@@ -1683,141 +1558,6 @@ mod tests {
             vector_differences(canonical.as_object().unwrap(), true);
         assert!(differences.is_empty(), "{}", differences.join("\n"));
         assert!(instant_columns > 0);
-    }
-
-    /// A segment job's tables hold only the fields its definitions read: every vector evaluated
-    /// on tables projected to its own query gives the
-    /// JSON evaluator's answer, unless the evaluation read a whole profile or event, which the
-    /// tables report so the job can fall back to the JSON. Events are flattened from packed
-    /// bytes, as jobs do, so skipped fields are skipped by their byte length.
-    #[test]
-    fn projected_tables_answer_every_vector_like_the_full_json() {
-        let vectors = vectors();
-        let now = test_vectors::now(&vectors);
-        let fixtures = vectors["fixtures"].as_object().unwrap();
-        let (mut compared, mut whole_value_reads, mut narrower) = (0, 0, 0);
-        let mut differences = Vec::new();
-        for (source, name, query) in test_vectors::compiled(&vectors) {
-            let Some(projection) = Projection::of([&query]) else {
-                continue;
-            };
-            let mut builder = ProfileTablesBuilder::projected(Some(Arc::new(projection)));
-            let mut full = ProfileTablesBuilder::default();
-            let mut row_of = HashMap::new();
-            for (name, fixture) in fixtures {
-                let events: Vec<Vec<u8>> = fixture["events"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(to_packed)
-                    .collect();
-                row_of.insert(name.clone(), builder.len());
-                builder
-                    .push_with_packed_events(&fixture["profile"], events.iter().map(Vec::as_slice))
-                    .unwrap();
-                full.push_with_packed_events(&fixture["profile"], events.iter().map(Vec::as_slice))
-                    .unwrap();
-            }
-            let (tables, full) = (builder.finish(), full.finish());
-            let columns = |tables: &ProfileTables| {
-                tables.attributes.column_count() + tables.events.column_count()
-            };
-            narrower += usize::from(columns(&tables) < columns(&full));
-            let bound = tables.bind(&query);
-            let fixture = &fixtures[name];
-            let row = tables.row(&bound, row_of[name]);
-            let got = query.evaluate(&row, now).map_err(|error| error.to_string());
-            if tables.take_whole_value_reads() {
-                whole_value_reads += 1;
-                continue;
-            }
-            compared += 1;
-            let json_view =
-                JsonProfile::new(&fixture["profile"], fixture["events"].as_array().unwrap());
-            let want = query
-                .evaluate(&json_view, now)
-                .map_err(|error| error.to_string());
-            if got != want {
-                differences.push(format!("{source}: projected {got:?}, json {want:?}"));
-            }
-        }
-        assert!(differences.is_empty(), "{}", differences.join("\n"));
-        assert!(compared > 100, "only {compared} vectors compared");
-        assert!(
-            narrower > 100,
-            "projection dropped columns for only {narrower} vectors"
-        );
-        eprintln!("{compared} compared, {whole_value_reads} read whole values");
-    }
-
-    #[test]
-    fn a_projection_keeps_paths_their_subtrees_and_the_objects_on_the_way() {
-        let query = pql::compile(
-            &pql::parse(
-                r#"person.name.lastName = "X" and homeAddress.countryCode = "US""#,
-                PqlFormat::Text,
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let mut builder = TableBuilder {
-            projection: Projection::of([&query]).map(Arc::new),
-            ..TableBuilder::default()
-        };
-        builder
-            .push_packed_row(&to_packed(&json!({
-                "person": {"name": {"lastName": "X", "firstName": "Y"}, "gender": "f", "age": 3},
-                "homeAddress": {"countryCode": {"iso": "US", "n": [1]}}, "person.name": 1,
-                "tags": ["a"], "empty": {}
-            })))
-            .unwrap();
-        let table = builder.finish();
-        let mut keys: Vec<String> = table
-            .columns
-            .iter()
-            .map(|column| column.segments.join("."))
-            .collect();
-        keys.sort();
-        // `person.name` as one field name is not on the way to `person.name.lastName`: dropped.
-        assert_eq!(
-            keys,
-            [
-                "homeAddress.countryCode.iso",
-                "homeAddress.countryCode.n",
-                "person.name.lastName"
-            ]
-        );
-    }
-
-    #[test]
-    fn whole_value_reads_are_reported_only_for_projected_tables() {
-        let query =
-            pql::compile(&pql::parse("loyalty.points > 1", PqlFormat::Text).unwrap()).unwrap();
-        for projection in [None, Projection::of([&query]).map(Arc::new)] {
-            let projected = projection.is_some();
-            let mut builder = ProfileTablesBuilder::projected(projection);
-            builder
-                .push(
-                    &json!({"loyalty": {"points": 5}, "person": {"gender": "f"}}),
-                    &[json!({"eventType": "x"})],
-                )
-                .unwrap();
-            let tables = builder.finish();
-            let bound = tables.bind(&query);
-            let row = tables.row(&bound, 0);
-            assert!(query.matches(&row, chrono::Utc::now()));
-            assert!(
-                !tables.take_whole_value_reads(),
-                "paths are not whole values"
-            );
-            let profile = tables.attributes.materialize(0);
-            assert_eq!(profile.pointer("/person/gender").is_none(), projected);
-            row.profile_value();
-            assert_eq!(tables.take_whole_value_reads(), projected);
-            assert!(!tables.take_whole_value_reads(), "taking resets the report");
-            row.event_value(0);
-            assert_eq!(tables.take_whole_value_reads(), projected);
-        }
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! file carries a checksum.)
 
 use super::{Codes, Column, OwnedCell, Presence, ProfileTables, Strings, Table, Values};
-use std::sync::atomic::AtomicBool;
 
 /// The version byte of encoded tables.
 const FORMAT_VERSION: u8 = 1;
@@ -20,12 +19,10 @@ const FORMAT_VERSION: u8 = 1;
 pub struct DecodeError(pub(crate) String);
 
 impl ProfileTables {
-    /// Appends the encoding of these tables to `out`. Tables built with a projection lack
-    /// fields and are encoded as what they are: decoding gives projected tables back.
+    /// Appends the encoding of these tables to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut writer = Writer(out);
         writer.u8(FORMAT_VERSION);
-        writer.u8(u8::from(self.projected));
         writer.u64(self.event_ends.len() as u64);
         for end in &self.event_ends {
             writer.u64(*end as u64);
@@ -42,7 +39,6 @@ impl ProfileTables {
         if version != FORMAT_VERSION {
             return Err(DecodeError(format!("unknown format version {version}")));
         }
-        let projected = reader.u8()? != 0;
         let profiles = reader.len(8)?;
         let mut event_ends = Vec::with_capacity(profiles);
         for _ in 0..profiles {
@@ -62,8 +58,6 @@ impl ProfileTables {
             attributes,
             events,
             event_ends,
-            projected,
-            whole_value_reads: AtomicBool::new(false),
         };
         Ok((tables, reader.at))
     }

@@ -76,10 +76,8 @@ pub mod merge;
 pub mod packed;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde_json::Value;
@@ -388,20 +386,8 @@ impl ProfileStore {
         let Some(snapshot) = self.snapshot(tenant)? else {
             return Ok(ScanStats::default());
         };
-        let mut consume = |profile| {
-            f(profile);
-            ControlFlow::Continue(())
-        };
-        let stop = AtomicBool::new(false);
         let all = 0..snapshot.next_person;
-        scan_persons(
-            &snapshot.persons,
-            snapshot.tenant_id,
-            all,
-            policy,
-            &stop,
-            &mut consume,
-        )
+        scan_persons(&snapshot.persons, snapshot.tenant_id, all, policy, &mut f)
     }
 
     /// Opens a read snapshot of the tenant's persons, or `None` for a tenant without data.
@@ -419,64 +405,6 @@ impl ProfileStore {
             tenant_id,
             next_person,
         }))
-    }
-
-    /// Like [`ProfileStore::scan`], split over one thread per consumer: the tenant's persons are
-    /// cut into as many contiguous person-id ranges, each read in key order by its own thread
-    /// and handed to its own consumer, all on one read snapshot, so every merged profile reaches
-    /// exactly one consumer. A consumer that answers `Break` ends the whole pass early (a
-    /// cancelled job). With one consumer the pass runs on the calling thread.
-    pub fn scan_parallel<F>(
-        &self,
-        tenant: &Tenant,
-        policy: &MergePolicy,
-        consumers: &mut [F],
-    ) -> Result<ScanStats, ProfileStoreError>
-    where
-        F: FnMut(MergedProfile) -> ControlFlow<()> + Send,
-    {
-        let Some(PersonsSnapshot {
-            persons,
-            tenant_id,
-            next_person,
-        }) = self.snapshot(tenant)?
-        else {
-            return Ok(ScanStats::default());
-        };
-        let stop = AtomicBool::new(false);
-        let parts = consumers.len().max(1) as u64;
-        // Person ids are dense from 1 (merges and deletes leave holes), so equal id ranges hold
-        // about equally many persons.
-        let bound = |part: u64| 1 + (next_person.saturating_sub(1) * part) / parts;
-        let scan_part = |part: usize, consume: &mut F| {
-            let persons_range = bound(part as u64)..bound(part as u64 + 1);
-            scan_persons(&persons, tenant_id, persons_range, policy, &stop, consume)
-        };
-        let results: Vec<Result<ScanStats, ProfileStoreError>> = match consumers {
-            [only] => vec![scan_part(0, only)],
-            _ => std::thread::scope(|scope| {
-                let handles: Vec<_> = consumers
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(part, consume)| scope.spawn(move || scan_part(part, consume)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|handle| {
-                        handle
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            }),
-        };
-        let mut stats = ScanStats::default();
-        for result in results {
-            let part = result?;
-            stats.profiles += part.profiles;
-            stats.skipped_large_graphs += part.skipped_large_graphs;
-        }
-        Ok(stats)
     }
 
     /// Opens a read snapshot of the tenant's persons cut into partitions of [`PARTITION_PERSONS`]
@@ -667,33 +595,27 @@ impl Partitions {
     ) -> Result<ScanStats, ProfileStoreError> {
         let start = partition as u64 * self.partition_persons;
         let end = (partition as u64 + 1) * self.partition_persons;
-        let mut consume = |profile| {
-            f(profile);
-            ControlFlow::Continue(())
-        };
         scan_persons(
             &self.snapshot.persons,
             self.snapshot.tenant_id,
             start..end.min(self.snapshot.next_person),
             policy,
-            &AtomicBool::new(false),
-            &mut consume,
+            &mut f,
         )
     }
 }
 
 /// Reads the persons whose ids fall in `person_ids` in key order and hands each merged profile
-/// to `consume`, until the range ends or `stop` is set (by this or another part's consumer).
+/// to `consume`.
 fn scan_persons<F>(
     persons: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     tenant_id: u32,
     person_ids: std::ops::Range<u64>,
     policy: &MergePolicy,
-    stop: &AtomicBool,
     consume: &mut F,
 ) -> Result<ScanStats, ProfileStoreError>
 where
-    F: FnMut(MergedProfile) -> ControlFlow<()>,
+    F: FnMut(MergedProfile),
 {
     let mut stats = ScanStats::default();
     let range = persons.range(
@@ -702,9 +624,7 @@ where
     )?;
     let mut emit = |profile: MergedProfile| {
         stats.profiles += 1;
-        if consume(profile).is_break() {
-            stop.store(true, Ordering::Relaxed);
-        }
+        consume(profile);
     };
     let mut skipped = 0;
     // Holding the guards of one person keeps its bytes borrowed until it is merged.
@@ -727,9 +647,6 @@ where
         merge::merge_person(person_id, &header, &events, policy, emit)
     };
     for entry in range {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
         let (key, value) = entry?;
         let (person_id, seq) = split_person_key(key.value())?;
         if seq == 0 {
@@ -742,9 +659,7 @@ where
             chunks.push(value);
         }
     }
-    if let Some((previous, header)) = current.take()
-        && !stop.load(Ordering::Relaxed)
-    {
+    if let Some((previous, header)) = current.take() {
         finish(&header, previous, &chunks, &mut emit)?;
     }
     stats.skipped_large_graphs = skipped;

@@ -452,9 +452,15 @@ fn store_is_send_and_sync() {
     assert_send_sync::<ProfileStore>();
 }
 
+/// Partitions cut the person ids into ranges: scanned one after the other they give exactly the
+/// sequential scan, holes left by merges included, and their versions follow the writes that
+/// touched them.
 #[test]
-fn a_parallel_scan_hands_every_profile_to_exactly_one_consumer() {
-    let (_dir, store) = open();
+fn partitions_split_the_scan_and_version_the_writes_that_touched_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(dir.path())
+        .unwrap()
+        .with_partition_persons(16);
     let t = tenant();
     // 60 persons, 10 of them merged away by a linking record, so person ids have holes.
     let records = (0..60).map(|n| {
@@ -463,75 +469,63 @@ fn a_parallel_scan_hands_every_profile_to_exactly_one_consumer() {
             json!({"loyalty": {"points": n}}),
         )
     });
-    store
+    let loaded = store
         .apply_batch(&t, "crm", RecordKind::Profile, records)
         .unwrap();
+    let sequential = |store: &ProfileStore| -> Vec<u64> {
+        all_profiles(store, &MergePolicy::default())
+            .iter()
+            .map(|profile| profile.person_id)
+            .collect()
+    };
+    let partitioned = |partitions: &Partitions| -> Vec<u64> {
+        let mut persons = Vec::new();
+        for partition in 0..partitions.len() {
+            partitions
+                .scan(partition, &MergePolicy::default(), |profile| {
+                    assert_eq!(profile.person_id / 16, partition as u64);
+                    persons.push(profile.person_id)
+                })
+                .unwrap();
+        }
+        persons
+    };
+    let partitions = store.partitions(&t).unwrap().unwrap();
+    // Person ids 1..=60: partitions 0-15, 16-31, 32-47, 48-63.
+    assert_eq!(partitions.len(), 4);
+    assert!((0..4).all(|p| partitions.version(p) == loaded.batch_seq));
+    assert_eq!(partitioned(&partitions), sequential(&store));
+    drop(partitions);
+
+    // Links c-0..c-9 (persons 1-10, partition 0) with c-50..c-59 (persons 51-60, partition 3).
     let links = (0..10).map(|n| {
         record(
-            json!({"CRMID": [{"id": format!("c-{n}"), "primary": true}, {"id": format!("c-{}", n + 30)}]}),
+            json!({"CRMID": [{"id": format!("c-{n}"), "primary": true}, {"id": format!("c-{}", n + 50)}]}),
             json!({}),
         )
     });
-    store
+    let linked = store
         .apply_batch(&t, "links", RecordKind::Profile, links)
         .unwrap();
-    let sequential: Vec<u64> = all_profiles(&store, &MergePolicy::default())
-        .iter()
-        .map(|profile| profile.person_id)
-        .collect();
-    assert_eq!(sequential.len(), 50);
-    for threads in [1, 2, 3, 7, 64] {
-        let mut seen = vec![Vec::new(); threads];
-        let mut consumers: Vec<_> = seen
-            .iter_mut()
-            .map(|persons| {
-                move |profile: MergedProfile| {
-                    persons.push(profile.person_id);
-                    ControlFlow::Continue(())
-                }
-            })
-            .collect();
-        let stats = store
-            .scan_parallel(&t, &MergePolicy::default(), &mut consumers)
-            .unwrap();
-        drop(consumers);
-        assert_eq!(stats.profiles, 50, "{threads} threads");
-        // Parts are contiguous id ranges in order, so concatenating them gives the sequential scan.
-        assert_eq!(seen.concat(), sequential, "{threads} threads");
-        if threads == 2 {
-            assert!(
-                seen.iter().all(|part| !part.is_empty()),
-                "both parts get work"
-            );
-        }
-    }
-}
-
-#[test]
-fn a_consumer_breaking_ends_the_parallel_scan() {
-    let (_dir, store) = open();
-    let t = tenant();
-    let records = (0..100).map(|n| {
-        record(
-            json!({"CRMID": [{"id": format!("c-{n}"), "primary": true}]}),
-            json!({}),
-        )
-    });
-    store
-        .apply_batch(&t, "crm", RecordKind::Profile, records)
-        .unwrap();
-    let mut handed = 0;
-    let mut consumers = [|_: MergedProfile| {
-        handed += 1;
-        match handed {
-            5 => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
-        }
-    }];
-    store
-        .scan_parallel(&t, &MergePolicy::default(), &mut consumers)
-        .unwrap();
-    assert_eq!(handed, 5);
+    let partitions = store.partitions(&t).unwrap().unwrap();
+    let versions: Vec<u64> = (0..4).map(|p| partitions.version(p)).collect();
+    assert_eq!(
+        versions,
+        [
+            linked.batch_seq,
+            loaded.batch_seq,
+            loaded.batch_seq,
+            linked.batch_seq
+        ]
+    );
+    assert_eq!(partitioned(&partitions).len(), 50);
+    assert_eq!(partitioned(&partitions), sequential(&store));
+    assert!(
+        store
+            .partitions(&Tenant::new("ORG@AdobeOrg", "dev"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// A batch larger than the flush threshold writes persons out part-way and reads them back for
