@@ -75,7 +75,7 @@ fn bench_jobs(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .throughput(Throughput::Elements(profiles));
-    let snapshots = ColumnarSnapshots::new(state.path());
+    let snapshots = ColumnarSnapshots::open(state.path()).expect("snapshots");
     let run = || {
         let outcome = evaluate(
             EvaluationInput {

@@ -148,7 +148,7 @@ fn bench_store(c: &mut Criterion) {
     // The columnar snapshot of the same profiles (what segment jobs read): built once, then
     // every pass reads the current partition files on every core.
     let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-    let snapshots = ColumnarSnapshots::new(db.path());
+    let snapshots = ColumnarSnapshots::open(db.path()).expect("snapshots");
     let pass = || {
         let mut events = vec![0usize; threads];
         let mut consumers: Vec<_> = events

@@ -16,6 +16,30 @@ HEADERS = {"x-api-key": "demo", "Authorization": "Bearer demo", "x-gw-ims-org-id
            "Content-Type": "application/json"}
 
 
+class PeakRss:
+    """Samples a process's resident memory every 50 ms while in use; `.peak_mb` is the highest seen."""
+
+    def __init__(self, pid):
+        self.pid, self.peak_mb, self.running = pid, 0.0, True
+
+    def _sample(self):
+        while self.running:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS"):
+                        self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+
 def call(base, method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(base + path, data=data, method=method, headers=HEADERS)
@@ -80,8 +104,9 @@ def main():
         try:
             base = server.stdout.readline().strip().split(" on ")[1]
             started = time.perf_counter()
-            call(base, "POST", "/data/core/ups/previewsamplestatus")
-            print(f"sample build ({profiles} profiles): {time.perf_counter() - started:.2f} s")
+            with PeakRss(server.pid) as rss:
+                call(base, "POST", "/data/core/ups/previewsamplestatus")
+            print(f"sample build ({profiles} profiles): {time.perf_counter() - started:.2f} s, server peak RSS {rss.peak_mb:,.0f} MB")
             status = call(base, "GET", "/data/core/ups/previewsamplestatus")
             for sample in status.get("samples", [status]):
                 if "sampleBytes" in sample and sample.get("sampleSize"):
@@ -128,20 +153,19 @@ def main():
             for run in ("first", "again"):
                 job = call(base, "POST", "/data/core/ups/segment/jobs", [{"segmentId": id} for id in definitions])
                 started = time.perf_counter()
-                for _ in range(100000):
-                    job = call(base, "GET", "/data/core/ups/segment/jobs/" + job["id"])
-                    if job["status"] in ("SUCCEEDED", "FAILED"):
-                        break
-                    time.sleep(0.05)
+                with PeakRss(server.pid) as rss:
+                    for _ in range(100000):
+                        job = call(base, "GET", "/data/core/ups/segment/jobs/" + job["id"])
+                        if job["status"] in ("SUCCEEDED", "FAILED"):
+                            break
+                        time.sleep(0.05)
                 seconds = time.perf_counter() - started
                 timing = job["metrics"].get("profileSegmentationTime", {}).get("totalTimeInMs", 0) / 1000
                 print(f"segment job ({run}), {len(definitions)} definitions: {job['status']} in {seconds:.1f} s "
-                      f"(evaluation {timing:.1f} s = {profiles / max(timing, 1e-9):,.0f} profiles/s)")
+                      f"(evaluation {timing:.1f} s = {profiles / max(timing, 1e-9):,.0f} profiles/s), "
+                      f"server peak RSS during the job {rss.peak_mb:,.0f} MB")
             snapshot = sum(f.stat().st_size for f in (Path(data_dir) / "columnar").rglob("*") if f.is_file())
             print(f"columnar snapshot: {snapshot / profiles:,.0f} bytes/profile ({snapshot / 1e6:,.0f} MB)")
-            with open(f"/proc/{server.pid}/status") as status:
-                peak = [line.split()[1] for line in status if line.startswith("VmHWM")]
-            print(f"server peak RSS (sample build, previews, jobs): {int(peak[0]) / 1024:,.0f} MB" if peak else "")
         finally:
             server.terminate()
             server.wait(timeout=30)

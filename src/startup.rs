@@ -119,7 +119,7 @@ impl Application {
         let segment_jobs = SegmentJobRunner::new(
             metadata.clone(),
             ingestor.profiles().clone(),
-            ColumnarSnapshots::new(&settings.data_dir),
+            ColumnarSnapshots::open(&settings.data_dir).map_err(StoreError::Io)?,
             memberships,
             clock.clone(),
             shutting_down.clone(),

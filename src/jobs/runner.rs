@@ -2,12 +2,20 @@
 //! pool, and records the outcome; it wakes on a signal (a job was queued or cancelled) or every
 //! second.
 //!
+//! When no job is waiting, the loop refreshes the columnar snapshot ([`ColumnarSnapshots`]) of
+//! every tenant whose profiles changed and then stayed quiet for [`REFRESH_QUIET`], for the merge
+//! policies its definitions use, so the next job reads current partitions instead of rebuilding
+//! them. A refresh gives way (between partitions) as soon as a job is queued or the service stops;
+//! the job rebuilds whatever is still stale, so a refresh is only ever an optimisation.
+//!
 //! Crash and shutdown rules: a job found `PROCESSING` at start-up is queued again and re-run (its
 //! memberships are only written when it succeeds, so a re-run is safe); a job cancelled while queued
 //! or running ends `CANCELLED` with memberships unchanged; at shutdown the running job is interrupted
 //! and queued again for the next start.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashSet;
@@ -31,9 +39,15 @@ pub struct SegmentJobRunner {
     memberships: Arc<MembershipStore>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    /// Set when a job is queued or cancelled: a snapshot refresh in progress gives way.
+    job_waiting: Arc<AtomicBool>,
     cancel_requests: Arc<DashSet<String>>,
     shutting_down: CancellationToken,
 }
+
+/// How long a tenant's profiles must stay unchanged before its snapshot is refreshed, so a burst
+/// of batches or streamed records is followed by one refresh, not one per write.
+pub const REFRESH_QUIET: Duration = Duration::from_secs(2);
 
 impl SegmentJobRunner {
     /// Creates the runner.
@@ -52,6 +66,7 @@ impl SegmentJobRunner {
             memberships,
             clock,
             wake: Arc::new(Notify::new()),
+            job_waiting: Arc::new(AtomicBool::new(false)),
             cancel_requests: Arc::new(DashSet::new()),
             shutting_down,
         }
@@ -64,13 +79,14 @@ impl SegmentJobRunner {
 
     /// Wakes the loop: a job was queued.
     pub fn notify(&self) {
+        self.job_waiting.store(true, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
     /// Marks a job for cancellation; the loop finishes it as `CANCELLED`.
     pub fn request_cancel(&self, job_id: &str) {
         self.cancel_requests.insert(job_id.to_owned());
-        self.wake.notify_one();
+        self.notify();
     }
 
     /// Queues again every job a previous process left `PROCESSING`; returns how many.
@@ -103,6 +119,7 @@ impl SegmentJobRunner {
     pub async fn run(self) {
         loop {
             loop {
+                self.job_waiting.store(false, Ordering::Relaxed);
                 match self.run_next().await {
                     Ok(true) => continue,
                     Ok(false) => break,
@@ -112,12 +129,66 @@ impl SegmentJobRunner {
                     }
                 }
             }
+            self.refresh_snapshots().await;
             tokio::select! {
                 () = self.shutting_down.cancelled() => return,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Refreshes the snapshots of the tenants whose profiles changed and then stayed quiet.
+    async fn refresh_snapshots(&self) {
+        for tenant in self.profiles.take_quiet_tenants(REFRESH_QUIET) {
+            if self.job_waiting.load(Ordering::Relaxed) || self.shutting_down.is_cancelled() {
+                return;
+            }
+            let runner = self.clone();
+            let refreshed = tokio::task::spawn_blocking(move || {
+                let policies = runner
+                    .metadata
+                    .call_blocking(|connection| Ok(segment::policies_in_use(connection, &tenant)));
+                match policies {
+                    Ok(Ok(policies)) => runner.refresh_blocking(&tenant, &policies),
+                    Ok(Err(error)) => Err(error),
+                    Err(error) => Err(error.to_string()),
+                }
+            })
+            .await;
+            match refreshed {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "cannot refresh a columnar snapshot"),
+                Err(error) => tracing::warn!(%error, "columnar snapshot refresh ended abnormally"),
+            }
+        }
+    }
+
+    fn refresh_blocking(
+        &self,
+        tenant: &Tenant,
+        policies: &[crate::store::profiles::MergePolicy],
+    ) -> Result<(), String> {
+        let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let give_way = || match self.job_waiting.load(Ordering::Relaxed)
+            || self.shutting_down.is_cancelled()
+        {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        };
+        for policy in policies {
+            let mut consumers: Vec<_> = (0..workers).map(|_| |_: &_| give_way()).collect();
+            let stats = self
+                .snapshots
+                .for_each_partition(&self.profiles, tenant, policy, &mut consumers)
+                .map_err(|error| error.to_string())?;
+            tracing::debug!(
+                partitions_built = stats.partitions_built,
+                partitions_read = stats.partitions_read,
+                "refreshed a columnar snapshot"
+            );
+        }
+        Ok(())
     }
 
     /// Runs the oldest pending job, if any; returns whether there was one.

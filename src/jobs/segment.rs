@@ -7,9 +7,9 @@
 //! membership store in one transaction only when the job succeeds, so a failed or cancelled job
 //! changes nothing. Relative dates use the job's start time.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -22,7 +22,8 @@ use crate::profile::policies::{self, SandboxInfo};
 use crate::segment::definitions::{self, SegmentDefinition};
 use crate::snapshot::{ColumnarSnapshots, Partition};
 use crate::store::membership::{
-    Membership, MembershipSnapshot, MembershipStatus, MembershipStore, Memberships,
+    Membership, MembershipError, MembershipSnapshot, MembershipStatus, MembershipStore,
+    MembershipWrite, Memberships,
 };
 use crate::store::metadata::StoreError;
 use crate::store::profiles::{MergePolicy, ProfileStore};
@@ -508,12 +509,32 @@ struct GroupContext<'a> {
     compiled: &'a [CompiledDefinition<'a>],
     /// Whether any definition reads events: otherwise the per-profile path does not rebuild them.
     reads_events: bool,
-    /// Memberships stored before the job.
-    stored: &'a MembershipSnapshot,
-    /// Memberships changed by earlier groups of this job, which win over stored ones.
-    updated: &'a HashMap<String, Memberships>,
+    /// Where profiles' memberships before this group are read.
+    prior: PriorMemberships<'a>,
     now_ms: i64,
     now_text: &'a str,
+}
+
+/// Where a group reads the memberships profiles had before it.
+#[derive(Clone, Copy)]
+enum PriorMemberships<'a> {
+    /// The first group: memberships stored before the job, from a read snapshot (no lock).
+    Stored(&'a MembershipSnapshot),
+    /// Later groups: through the job's open write, which holds earlier groups' changes (their
+    /// `inSegment` reads see them) over the stored ones.
+    ThisJob(&'a Mutex<MembershipWrite>),
+}
+
+impl PriorMemberships<'_> {
+    fn get(self, xid: &str) -> Result<Memberships, MembershipError> {
+        match self {
+            PriorMemberships::Stored(snapshot) => snapshot.get(xid),
+            PriorMemberships::ThisJob(write) => write
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(xid),
+        }
+    }
 }
 
 /// Partial results of one worker thread: counters per definition of the group (indexed like
@@ -523,7 +544,8 @@ struct Partial {
     by_namespace: Vec<BTreeMap<String, u64>>,
     realized: Vec<u64>,
     exited: Vec<u64>,
-    updates: HashMap<String, Memberships>,
+    /// Changed memberships of the partition being evaluated, written out after it.
+    changes: Vec<(String, Memberships)>,
     /// Merged profiles this worker was handed.
     scanned: u64,
     /// The first stored membership that could not be read: the job fails with it.
@@ -537,7 +559,7 @@ impl Partial {
             by_namespace: vec![BTreeMap::new(); definitions],
             realized: vec![0; definitions],
             exited: vec![0; definitions],
-            updates: HashMap::new(),
+            changes: Vec::new(),
             scanned: 0,
             failure: None,
         }
@@ -644,16 +666,12 @@ fn evaluate_profile(
     // Rebuilt on first need.
     let mut materialize = Some(materialize);
     let mut profile: Option<(Value, Vec<Value>)> = None;
-    // Copied only when this profile's memberships change.
-    let mut memberships: Cow<'_, Memberships> = match context.updated.get(xid) {
-        Some(updated) => Cow::Borrowed(updated),
-        None => match context.stored.get(xid) {
-            Ok(stored) => Cow::Owned(stored),
-            Err(error) => {
-                partial.failure.get_or_insert_with(|| error.to_string());
-                return;
-            }
-        },
+    let mut memberships = match context.prior.get(xid) {
+        Ok(memberships) => memberships,
+        Err(error) => {
+            partial.failure.get_or_insert_with(|| error.to_string());
+            return;
+        }
     };
     let mut changed = false;
     for (index, compiled) in context.compiled.iter().enumerate() {
@@ -668,7 +686,7 @@ fn evaluate_profile(
                 if let Value::Object(object) = attributes {
                     object.insert(
                         "segmentMembership".into(),
-                        json!({UPS_NAMESPACE: &*memberships}),
+                        json!({UPS_NAMESPACE: &memberships}),
                     );
                 }
                 compiled
@@ -693,7 +711,7 @@ fn evaluate_profile(
                     MembershipStatus::Realized => partial.realized[index] += 1,
                     MembershipStatus::Exited => partial.exited[index] += 1,
                 }
-                memberships.to_mut().insert(
+                memberships.insert(
                     definition.id.clone(),
                     Membership {
                         status,
@@ -705,10 +723,8 @@ fn evaluate_profile(
             }
             // An unchanged status records the version evaluated.
             None => {
-                if memberships
-                    .get(&definition.id)
-                    .is_some_and(|entry| entry.version.as_deref() != Some(&compiled.version))
-                    && let Some(entry) = memberships.to_mut().get_mut(&definition.id)
+                if let Some(entry) = memberships.get_mut(&definition.id)
+                    && entry.version.as_deref() != Some(&compiled.version)
                 {
                     entry.version = Some(compiled.version.clone());
                 }
@@ -716,9 +732,7 @@ fn evaluate_profile(
         }
     }
     if changed {
-        partial
-            .updates
-            .insert(xid.to_owned(), memberships.into_owned());
+        partial.changes.push((xid.to_owned(), memberships));
     }
 }
 
@@ -734,11 +748,19 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
     let now_text = input.now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let now_ms = input.now.timestamp_millis();
     let mut metrics = JobMetrics::default();
+    // The job's changes are written partition by partition into one transaction, committed only
+    // when the job succeeds. Opened first: as the only writer it keeps the stored memberships
+    // exactly as the snapshot below sees them.
+    let write = Mutex::new(
+        input
+            .memberships
+            .begin_write(tenant)
+            .map_err(|error| error.to_string())?,
+    );
     let stored = input
         .memberships
         .snapshot(tenant)
         .map_err(|error| error.to_string())?;
-    let mut all_updates: HashMap<String, Memberships> = HashMap::new();
     // Profiles handed out over all groups so far, for progress reports.
     let processed = AtomicU64::new(0);
     let mut total_scanned = 0u64;
@@ -774,7 +796,7 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
         }
     }
 
-    for (policy, policy_id, members) in &groups {
+    for (group, (policy, policy_id, members)) in groups.iter().enumerate() {
         let mut reads_events = false;
         let compiled: Vec<CompiledDefinition> = members
             .iter()
@@ -800,8 +822,10 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
         let context = GroupContext {
             compiled: &compiled,
             reads_events,
-            stored: &stored,
-            updated: &all_updates,
+            prior: match group {
+                0 => PriorMemberships::Stored(&stored),
+                _ => PriorMemberships::ThisJob(&write),
+            },
             now_ms,
             now_text: &now_text,
         };
@@ -812,8 +836,22 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             .iter_mut()
             .map(|partial| {
                 let (context, processed, cancelled) = (&context, &processed, &cancelled);
+                let write = &write;
                 move |partition: &Partition| {
                     evaluate_partition(partition, context, partial);
+                    if !partial.changes.is_empty() {
+                        let written = write
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .replace(&partial.changes);
+                        partial.changes.clear();
+                        if let Err(error) = written {
+                            partial.failure.get_or_insert_with(|| error.to_string());
+                        }
+                    }
+                    if partial.failure.is_some() {
+                        return ControlFlow::Break(());
+                    }
                     let count = processed.fetch_add(partition.profiles_scanned, Ordering::Relaxed);
                     (input.progress)(count + partition.profiles_scanned);
                     if (input.cancelled)() {
@@ -853,20 +891,44 @@ pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<Evaluatio
             .insert(policy_id.clone(), scanned);
         for partial in partials {
             partial.add_to(&compiled, &mut metrics);
-            // Later groups' inSegment reads see this group's results.
-            all_updates.extend(partial.updates);
         }
     }
     metrics.total_profiles = Some(total_scanned);
-    let updates: Vec<(String, Memberships)> = all_updates.into_iter().collect();
-    input
-        .memberships
-        .replace_all(tenant, &updates)
+    write
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .commit()
         .map_err(|error| error.to_string())?;
     Ok(EvaluationOutcome {
         metrics,
         cancelled: false,
     })
+}
+
+/// The distinct merge policies of the tenant's batch-evaluated definitions, or its default policy
+/// when it has none: the passes its jobs will make.
+pub fn policies_in_use(
+    connection: &rusqlite::Connection,
+    tenant: &Tenant,
+) -> Result<Vec<MergePolicy>, String> {
+    let all = definitions::list_blocking(connection, tenant).map_err(|error| error.to_string())?;
+    let mut requested: Vec<Option<&str>> = all
+        .iter()
+        .filter(|definition| definition.evaluation_info.batch.enabled)
+        .map(|definition| Some(definition.merge_policy_id.as_str()))
+        .collect();
+    if requested.is_empty() {
+        requested.push(None);
+    }
+    let mut in_use: Vec<MergePolicy> = Vec::new();
+    for id in requested {
+        let (_, policy) = policies::resolve_blocking(connection, tenant, id)
+            .map_err(|error| error.to_string())?;
+        if !in_use.contains(&policy) {
+            in_use.push(policy);
+        }
+    }
+    Ok(in_use)
 }
 
 /// Loads the current versions of a job's definitions with their merge policies.

@@ -53,6 +53,8 @@ pub const DIR: &str = "columnar";
 const MAGIC: &[u8; 4] = b"SGCS";
 const FORMAT_VERSION: u8 = 1;
 const FILE_EXTENSION: &str = "cols";
+/// The name prefix of a partition file being written.
+const PARTIAL_PREFIX: &str = ".partial-";
 
 /// Errors of a pass over the snapshots: only the store's (a damaged cache file is rebuilt).
 #[derive(Debug, thiserror::Error)]
@@ -269,11 +271,12 @@ pub struct ColumnarSnapshots {
 }
 
 impl ColumnarSnapshots {
-    /// The snapshots kept under `data_dir` (the folder is created when the first is written).
-    pub fn new(data_dir: &Path) -> Self {
-        Self {
-            dir: data_dir.join(DIR),
-        }
+    /// Opens the snapshots kept under `data_dir` (the folder is created when the first is
+    /// written), removing the temporary files of writes a crash interrupted.
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join(DIR);
+        remove_partial_files(&dir)?;
+        Ok(Self { dir })
     }
 
     /// Hands every partition of the tenant's merged profiles under `policy` to one of
@@ -393,9 +396,33 @@ fn load_or_build(
 /// file or the new one, never a part.
 fn save(folder: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(folder)?;
-    let mut file = tempfile::NamedTempFile::new_in(folder)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(PARTIAL_PREFIX)
+        .tempfile_in(folder)?;
     std::io::Write::write_all(&mut file, bytes)?;
     file.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// Removes, under `dir`, the files of [`save`]s that never got renamed.
+fn remove_partial_files(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            remove_partial_files(&path)?;
+        } else if path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(PARTIAL_PREFIX))
+        {
+            std::fs::remove_file(&path)?;
+        }
+    }
     Ok(())
 }
 

@@ -107,7 +107,7 @@ fn a_pass_gives_every_merged_profile_of_the_store_once_and_reads_current_files()
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     load_people(&store, 0..10);
-    let snapshots = ColumnarSnapshots::new(dir.path());
+    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
     let (stats, first) = pass(&snapshots, &store);
     assert_eq!(first.len(), 10);
     assert_eq!(first, scanned(&store));
@@ -125,7 +125,7 @@ fn writes_rebuild_exactly_the_partitions_they_touched() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     load_people(&store, 0..10);
-    let snapshots = ColumnarSnapshots::new(dir.path());
+    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
     pass(&snapshots, &store);
 
     // Person 6 (c-5) is in partition 1; a second dataset's fragment merges with the first.
@@ -173,7 +173,7 @@ fn damaged_files_are_rebuilt_with_the_same_profiles() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     load_people(&store, 0..10);
-    let snapshots = ColumnarSnapshots::new(dir.path());
+    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
     let (_, first) = pass(&snapshots, &store);
     let mut files: Vec<PathBuf> = walk(&dir.path().join(DIR));
     files.sort();
@@ -195,7 +195,7 @@ fn a_consumer_breaking_ends_the_pass() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     load_people(&store, 0..30);
-    let snapshots = ColumnarSnapshots::new(dir.path());
+    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
     let mut handed = 0;
     let mut consumers = [|_: &Partition| {
         handed += 1;
@@ -213,7 +213,7 @@ fn merge_policies_and_tenants_have_their_own_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     load_people(&store, 0..3);
-    let snapshots = ColumnarSnapshots::new(dir.path());
+    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
     pass(&snapshots, &store);
     let precedence = MergePolicy {
         attribute_merge: crate::store::profiles::AttributeMerge::DataSetPrecedence(vec![
@@ -256,4 +256,22 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn opening_removes_the_files_of_interrupted_writes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    load_people(&store, 0..3);
+    pass(
+        &ColumnarSnapshots::open(dir.path()).expect("snapshots"),
+        &store,
+    );
+    let complete = walk(&dir.path().join(DIR));
+    let folder = complete[0].parent().unwrap().to_owned();
+    std::fs::write(folder.join(format!("{PARTIAL_PREFIX}abc")), b"half a file").unwrap();
+    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
+    assert_eq!(walk(&dir.path().join(DIR)), complete);
+    let (stats, _) = pass(&snapshots, &store);
+    assert_eq!(stats.partitions_read, 1);
 }

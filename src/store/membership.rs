@@ -2,15 +2,15 @@
 //! segment id → `{status, lastQualificationTime, version}`.
 //!
 //! Stored in its own redb file beside the profile store, so a segment job's results are written in
-//! **one** transaction when it succeeds (atomically visible) and a failed or cancelled job writes
-//! nothing. Memberships are keyed by the XID of the profile's primary identity: when a later identity
+//! **one** transaction, committed when it succeeds (atomically visible); a failed or cancelled job
+//! drops it and changes nothing. Memberships are keyed by the XID of the profile's primary identity: when a later identity
 //! merge changes a profile's primary identity, its memberships are found again at the next job, which
 //! recomputes them (the previous key's entries are superseded, not migrated).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::tenant::Tenant;
@@ -96,26 +96,52 @@ impl MembershipStore {
         })
     }
 
-    /// Replaces the memberships of the given profiles in one durable transaction.
-    pub fn replace_all(
-        &self,
-        tenant: &Tenant,
-        updates: &[(String, Memberships)],
-    ) -> Result<(), MembershipError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(MEMBERSHIPS)?;
-            let start = prefix(tenant);
-            for (xid, memberships) in updates {
-                let key = format!("{start}{xid}");
-                if memberships.is_empty() {
-                    table.remove(key.as_str())?;
-                } else {
-                    table.insert(key.as_str(), serde_json::to_vec(memberships)?.as_slice())?;
-                }
+    /// Starts a tenant's changes: written as they come, visible to others only once
+    /// [`MembershipWrite::commit`] returns, discarded if the write is dropped uncommitted. One
+    /// write runs at a time; a second waits for the first to end.
+    pub fn begin_write(&self, tenant: &Tenant) -> Result<MembershipWrite, MembershipError> {
+        Ok(MembershipWrite {
+            txn: self.db.begin_write()?,
+            prefix: prefix(tenant),
+        })
+    }
+}
+
+/// A segment job's membership changes in one open transaction; see
+/// [`MembershipStore::begin_write`]. Written partition by partition, so a job's memory does not
+/// grow with the number of profiles whose memberships change.
+pub struct MembershipWrite {
+    txn: redb::WriteTransaction,
+    prefix: String,
+}
+
+impl MembershipWrite {
+    /// Replaces the memberships of the given profiles (an empty map removes them).
+    pub fn replace(&mut self, updates: &[(String, Memberships)]) -> Result<(), MembershipError> {
+        let mut table = self.txn.open_table(MEMBERSHIPS)?;
+        for (xid, memberships) in updates {
+            let key = format!("{}{xid}", self.prefix);
+            if memberships.is_empty() {
+                table.remove(key.as_str())?;
+            } else {
+                table.insert(key.as_str(), serde_json::to_vec(memberships)?.as_slice())?;
             }
         }
-        txn.commit()?;
+        Ok(())
+    }
+
+    /// Returns one profile's memberships as this write leaves them.
+    pub fn get(&self, xid: &str) -> Result<Memberships, MembershipError> {
+        let table = self.txn.open_table(MEMBERSHIPS)?;
+        match table.get(format!("{}{xid}", self.prefix).as_str())? {
+            Some(value) => Ok(serde_json::from_slice(value.value())?),
+            None => Ok(Memberships::new()),
+        }
+    }
+
+    /// Makes every change durable and visible at once.
+    pub fn commit(self) -> Result<(), MembershipError> {
+        self.txn.commit()?;
         Ok(())
     }
 }
@@ -151,15 +177,34 @@ mod tests {
             version: None,
         };
         let memberships = Memberships::from([("s1".to_owned(), entry)]);
-        store
-            .replace_all(&a, &[("x1".into(), memberships.clone())])
+        let mut write = store.begin_write(&a).unwrap();
+        write
+            .replace(&[("x1".into(), memberships.clone())])
             .unwrap();
+        assert_eq!(
+            write.get("x1").unwrap(),
+            memberships,
+            "the write sees itself"
+        );
+        assert!(
+            store.get(&a, "x1").unwrap().is_empty(),
+            "others see it once committed"
+        );
+        write.commit().unwrap();
         let before = store.snapshot(&a).unwrap();
         assert_eq!(store.get(&a, "x1").unwrap(), memberships);
         assert!(store.get(&b, "x1").unwrap().is_empty());
-        store
-            .replace_all(&a, &[("x1".into(), Memberships::new())])
-            .unwrap();
+        let mut write = store.begin_write(&a).unwrap();
+        write.replace(&[("x1".into(), Memberships::new())]).unwrap();
+        drop(write);
+        assert_eq!(
+            store.get(&a, "x1").unwrap(),
+            memberships,
+            "dropped uncommitted"
+        );
+        let mut write = store.begin_write(&a).unwrap();
+        write.replace(&[("x1".into(), Memberships::new())]).unwrap();
+        write.commit().unwrap();
         assert!(store.get(&a, "x1").unwrap().is_empty());
         // A snapshot keeps what it saw.
         assert_eq!(before.get("x1").unwrap(), memberships);

@@ -93,6 +93,11 @@ async fn start(data_dir: Arc<TempDir>, clock: Arc<dyn Clock>) -> TestApp {
 }
 
 impl TestApp {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
     /// Returns the absolute URL of a path.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

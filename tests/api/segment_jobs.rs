@@ -294,3 +294,113 @@ async fn create_slow_definitions(app: &TestApp) -> Vec<String> {
     }
     ids
 }
+
+/// Definitions under two merge policies make two passes; an `inSegment` of the second pass reads
+/// what the first pass of the same job decided (its changes are not committed yet).
+#[tokio::test]
+async fn in_segment_sees_an_earlier_merge_policy_pass_of_the_same_job() {
+    let app = spawn_app().await;
+    let dataset = create_dataset(&app, "crm", PROFILE).await;
+    ingest_people(&app, &dataset, 0..300, |index| {
+        if index % 3 == 0 { "US" } else { "FR" }
+    })
+    .await;
+    let policy = json(
+        app.request(Method::POST, "/data/core/ups/config/mergePolicies")
+            .json(&json!({"name": "no graph", "schema": {"name": "_xdm.context.profile"},
+                          "identityGraph": {"type": "none"}, "attributeMerge": {"type": "timestampOrdered"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let policy_id = policy["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "rich", "mergePolicyId": policy_id,
+                      "expression": {"type": "PQL", "format": "pql/text", "value": "loyalty.points >= 250"},
+                      "schema": {"name": "_xdm.context.profile"}});
+    let rich = json(
+        app.request(Method::POST, "/data/core/ups/segment/definitions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rich_us = create_definition(
+        &app,
+        "rich US",
+        &format!(r#"inSegment("{rich}") and homeAddress.countryCode = "US""#),
+    )
+    .await;
+    let expected = (250..300).filter(|index| index % 3 == 0).count();
+    for run in 0..2 {
+        let job = run_job(&app, json!([{"segmentId": rich_us}, {"segmentId": rich}])).await;
+        assert_eq!(job["status"], "SUCCEEDED", "{job}");
+        let metrics = &job["metrics"];
+        assert_eq!(metrics["totalProfilesByMergePolicy"][&policy_id], 300);
+        assert_eq!(metrics["totalProfilesByMergePolicy"]["ups-default"], 300);
+        assert_eq!(metrics["segmentedProfileCounter"][&rich], 50);
+        assert_eq!(metrics["segmentedProfileCounter"][&rich_us], expected);
+        let realized = &metrics["segmentedProfileByStatusCounter"][&rich_us]["realized"];
+        match run {
+            0 => assert_eq!(*realized, expected),
+            _ => assert!(
+                realized.is_null(),
+                "no transition on the second run: {metrics}"
+            ),
+        }
+    }
+    assert_eq!(
+        membership(&app, "p297", &rich_us).await["status"],
+        "realized"
+    );
+    assert_eq!(membership(&app, "p297", &rich).await["status"], "realized");
+    assert!(membership(&app, "p298", &rich_us).await.is_null());
+}
+
+/// Files of the columnar snapshot under `dir`.
+fn snapshot_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => files.extend(snapshot_files(&path)),
+            false => files.push(path),
+        }
+    }
+    files
+}
+
+/// After writes stop, the service refreshes the columnar snapshot by itself, so the next job reads
+/// it instead of rebuilding it; jobs answer the same either way.
+#[tokio::test]
+async fn the_columnar_snapshot_is_refreshed_after_ingestion_without_a_job() {
+    let app = spawn_app().await;
+    let dataset = create_dataset(&app, "crm", PROFILE).await;
+    ingest_people(&app, &dataset, 0..50, |_| "US").await;
+    let columnar = app.data_dir().join(segmentd::snapshot::DIR);
+    let mut waited = 0;
+    while snapshot_files(&columnar).is_empty() {
+        assert!(waited < 600, "no snapshot 30 s after the batch");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let written: Vec<_> = snapshot_files(&columnar)
+        .iter()
+        .map(|file| std::fs::metadata(file).unwrap().modified().unwrap())
+        .collect();
+    let rich = create_definition(&app, "rich", "loyalty.points >= 40").await;
+    let job = run_job(&app, json!([{"segmentId": rich}])).await;
+    assert_eq!(job["metrics"]["segmentedProfileCounter"][&rich], 10);
+    let after: Vec<_> = snapshot_files(&columnar)
+        .iter()
+        .map(|file| std::fs::metadata(file).unwrap().modified().unwrap())
+        .collect();
+    assert_eq!(after, written, "the job read the refreshed files");
+}

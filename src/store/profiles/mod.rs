@@ -198,6 +198,10 @@ pub struct ProfileStore {
     flush_bytes: usize,
     /// [`PARTITION_PERSONS`], smaller in tests so that small stores have several partitions.
     partition_persons: u64,
+    /// Tenants whose persons changed since [`ProfileStore::take_quiet_tenants`] last gave them,
+    /// with when they last changed (in this process: derived data is refreshed after a restart
+    /// by the next pass that finds it stale).
+    changed_tenants: std::sync::Mutex<HashMap<Tenant, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for ProfileStore {
@@ -226,6 +230,7 @@ impl ProfileStore {
             clock: Arc::new(SystemClock),
             flush_bytes: FLUSH_BYTES,
             partition_persons: PARTITION_PERSONS,
+            changed_tenants: std::sync::Mutex::default(),
         })
     }
 
@@ -322,7 +327,37 @@ impl ProfileStore {
             }
         };
         txn.commit()?;
+        if report.rows > 0 {
+            self.note_change(tenant);
+        }
         Ok(report)
+    }
+
+    fn note_change(&self, tenant: &Tenant) {
+        let mut changed = self
+            .changed_tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        changed.insert(tenant.clone(), std::time::Instant::now());
+    }
+
+    /// Returns, and forgets, the tenants whose persons changed in this process but not during the
+    /// last `quiet`: their derived copies (columnar snapshots) are worth refreshing now, while a
+    /// tenant still being written to is left for later.
+    pub fn take_quiet_tenants(&self, quiet: std::time::Duration) -> Vec<Tenant> {
+        let mut changed = self
+            .changed_tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let quiet_ones: Vec<Tenant> = changed
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= quiet)
+            .map(|(tenant, _)| tenant.clone())
+            .collect();
+        for tenant in &quiet_ones {
+            changed.remove(tenant);
+        }
+        quiet_ones
     }
 
     /// Stores one streamed row durably; the same as a batch of one.
@@ -548,6 +583,9 @@ impl ProfileStore {
             true
         };
         txn.commit()?;
+        if deleted {
+            self.note_change(tenant);
+        }
         Ok(deleted)
     }
 }
