@@ -2,6 +2,7 @@
 # Whole-service benchmark on generated data (loopback only; every loop is bounded).
 #   scripts/bench.sh [PROFILES]      default 200000
 #   BENCH_KEEP_DIR=DIR scripts/bench.sh 1000000   keeps the store in DIR and reuses it next time
+#   BENCH_CHUNK_PROFILES=1000000 BENCH_KEEP_DIR=DIR scripts/bench.sh 5000000   loads 1M at a time (disk)
 # Prints generation, ingest, disk, preview latency, segment-job and estimate-throughput figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,9 +6,17 @@
 //! what it hands out. Each value starts with a format version byte so a later
 //! layout can be told apart from this one.
 //!
-//! Event chunks of version 1 hold event bodies as JSON text; version 2, written
-//! since, holds them packed ([`super::packed`]). Both are read; a chunk is
-//! rewritten as version 2 when compaction touches it.
+//! Event chunks of version 1 hold event bodies as JSON text; version 2 holds them
+//! packed ([`super::packed`]). All are read; a chunk is rewritten in the current
+//! form when compaction touches it.
+//!
+//! Stored values are compressed with LZ4: a header of version 1 or a chunk of
+//! version 2 is stored *sealed*, as a version byte of its own (headers 2, chunks
+//! 3), the plain length and the LZ4 block of the plain value's body. Measured on
+//! the values of a 50k-profile generated store (361 MB): LZ4 gives 81 MB,
+//! compressing at 1.1 GB/s and decompressing at 5 GB/s (1.4 us per profile);
+//! zstd level 1 gives 65 MB but decompresses at 1.35 GB/s, which made a full
+//! scan 50% slower. Unsealed values of earlier stores are read as they are.
 
 use super::ProfileStoreError;
 use super::packed;
@@ -19,6 +27,13 @@ const HEADER_VERSION: u8 = 1;
 const TEXT_CHUNK_VERSION: u8 = 1;
 /// The version byte of event chunks with packed bodies.
 const PACKED_CHUNK_VERSION: u8 = 2;
+/// The version byte of a sealed (compressed) person header of [`HEADER_VERSION`].
+const SEALED_HEADER_VERSION: u8 = 2;
+/// The version byte of a sealed (compressed) event chunk of [`PACKED_CHUNK_VERSION`].
+const SEALED_CHUNK_VERSION: u8 = 3;
+/// The largest plain value a sealed one may claim, so a damaged length cannot ask for a huge
+/// allocation (a person's values are far smaller: chunks are compacted past 16).
+const MAX_PLAIN_BYTES: usize = 1 << 30;
 
 /// One record fragment: the latest record of one primary identity in one dataset
 /// (`ingest-api.md` §9.1–9.2).
@@ -178,7 +193,60 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// Encodes a person header.
+/// Compresses a plain value (its first byte is its version) into the sealed form `version`.
+fn seal(plain: &[u8], version: u8) -> Vec<u8> {
+    let body = &plain[1..];
+    let mut sealed = vec![0; 5 + lz4_flex::block::get_maximum_output_size(body.len())];
+    sealed[0] = version;
+    sealed[1..5].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    let written = lz4_flex::block::compress_into(body, &mut sealed[5..])
+        .expect("the buffer has LZ4's maximum output size");
+    sealed.truncate(5 + written);
+    sealed
+}
+
+/// The plain value of a stored one: sealed values (first byte `sealed_version`) are
+/// decompressed and given `plain_version` back; others are returned as stored.
+fn unseal(
+    stored: &[u8],
+    sealed_version: u8,
+    plain_version: u8,
+) -> Result<std::borrow::Cow<'_, [u8]>, ProfileStoreError> {
+    let corrupt = |what: &str| ProfileStoreError::Corrupt(format!("sealed value: {what}"));
+    match stored.split_first() {
+        Some((version, rest)) if *version == sealed_version => {
+            let (length, frame) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| corrupt("truncated"))?;
+            let length = u32::from_le_bytes(*length) as usize;
+            if length > MAX_PLAIN_BYTES {
+                return Err(corrupt("implausible length"));
+            }
+            let mut plain = vec![0; length + 1];
+            plain[0] = plain_version;
+            let written = lz4_flex::block::decompress_into(frame, &mut plain[1..])
+                .map_err(|_| corrupt("not an LZ4 block of its length"))?;
+            if written != length {
+                return Err(corrupt("length differs"));
+            }
+            Ok(std::borrow::Cow::Owned(plain))
+        }
+        _ => Ok(std::borrow::Cow::Borrowed(stored)),
+    }
+}
+
+/// Seals an event chunk built with [`new_chunk`] for storage.
+pub(crate) fn seal_chunk(chunk: &[u8]) -> Vec<u8> {
+    seal(chunk, SEALED_CHUNK_VERSION)
+}
+
+/// The chunk [`decode_chunk`] reads from a stored chunk: sealed ones decompressed, earlier
+/// unsealed ones as they are.
+pub(crate) fn open_chunk(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ProfileStoreError> {
+    unseal(stored, SEALED_CHUNK_VERSION, PACKED_CHUNK_VERSION)
+}
+
+/// Encodes a person header, sealed.
 pub(crate) fn encode_header(header: &PersonHeader) -> Vec<u8> {
     let mut encoder = Encoder::default();
     encoder.bytes.push(HEADER_VERSION);
@@ -196,12 +264,13 @@ pub(crate) fn encode_header(header: &PersonHeader) -> Vec<u8> {
         encoder.u64(fragment.batch_seq);
         encoder.str(&fragment.body);
     }
-    encoder.bytes
+    seal(&encoder.bytes, SEALED_HEADER_VERSION)
 }
 
 /// Decodes a person header written by [`encode_header`].
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<PersonHeader, ProfileStoreError> {
-    let mut decoder = Decoder { bytes };
+pub(crate) fn decode_header(stored: &[u8]) -> Result<PersonHeader, ProfileStoreError> {
+    let plain = unseal(stored, SEALED_HEADER_VERSION, HEADER_VERSION)?;
+    let mut decoder = Decoder { bytes: &plain };
     decoder.version(&[HEADER_VERSION])?;
     let event_count = decoder.u64()?;
     let chunk_count = decoder.u32()?;
@@ -313,7 +382,56 @@ mod tests {
             event_count: 3,
             chunk_count: 2,
         };
-        assert_eq!(decode_header(&encode_header(&header)).unwrap(), header);
+        let stored = encode_header(&header);
+        assert_eq!(stored[0], SEALED_HEADER_VERSION);
+        assert_eq!(decode_header(&stored).unwrap(), header);
+        // Headers of earlier stores were stored unsealed.
+        let plain = unseal(&stored, SEALED_HEADER_VERSION, HEADER_VERSION).unwrap();
+        assert_eq!(plain[0], HEADER_VERSION);
+        assert_eq!(decode_header(&plain).unwrap(), header);
+    }
+
+    /// Sealed chunks open to the chunk that was sealed; unsealed chunks of earlier stores open as
+    /// they are; damage to a sealed value is an error, never a panic or another value.
+    #[test]
+    fn sealed_chunks_open_to_what_was_sealed_and_damage_is_an_error() {
+        let body = serde_json::json!({"eventType": "commerce.purchases", "n": [1, 2, 3]});
+        let mut chunk = new_chunk();
+        for index in 0..20 {
+            push_event_value(
+                &mut chunk,
+                index,
+                "ev",
+                "ecid\0e",
+                &format!("e-{index}"),
+                &body,
+            );
+        }
+        let sealed = seal_chunk(&chunk.bytes);
+        assert_eq!(sealed[0], SEALED_CHUNK_VERSION);
+        assert!(
+            sealed.len() < chunk.bytes.len() / 3,
+            "repetitive events compress"
+        );
+        assert_eq!(&*open_chunk(&sealed).unwrap(), chunk.bytes.as_slice());
+        assert!(matches!(
+            open_chunk(&chunk.bytes).unwrap(),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        for cut in 0..sealed.len() {
+            assert!(
+                open_chunk(&sealed[..cut]).is_err() || cut == 0,
+                "cut at {cut}"
+            );
+        }
+        for at in 1..sealed.len() {
+            let mut damaged = sealed.clone();
+            damaged[at] ^= 0x40;
+            if let Ok(opened) = open_chunk(&damaged) {
+                // A changed byte the frame does not detect must still decode or fail cleanly.
+                let _ = decode_chunk(&opened, &mut Vec::new());
+            }
+        }
     }
 
     #[test]

@@ -519,9 +519,14 @@ impl ProfileStore {
         let guards = (1..=header.chunk_count)
             .map(|seq| persons.get(person_key(tenant_id, person_id, seq).as_slice()))
             .collect::<Result<Vec<_>, _>>()?;
+        let chunks = guards
+            .iter()
+            .flatten()
+            .map(|guard| codec::open_chunk(guard.value()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut events = Vec::new();
-        for guard in guards.iter().flatten() {
-            codec::decode_chunk(guard.value(), &mut events)?;
+        for chunk in &chunks {
+            codec::decode_chunk(chunk, &mut events)?;
         }
         let requested_identity = Identity::from_key(&requested);
         let mut found = None;
@@ -678,9 +683,13 @@ where
             skipped += 1;
             return Ok(());
         }
+        let chunks = chunks
+            .iter()
+            .map(|chunk| codec::open_chunk(chunk.value()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut events = Vec::with_capacity(header.event_count as usize);
-        for chunk in chunks {
-            codec::decode_chunk(chunk.value(), &mut events)?;
+        for chunk in &chunks {
+            codec::decode_chunk(chunk, &mut events)?;
         }
         merge::merge_person(person_id, &header, &events, policy, emit)
     };
@@ -1069,7 +1078,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
                 let key = person_key(self.tenant_id, person_id, person.header.chunk_count);
                 self.tables
                     .persons
-                    .insert(key.as_slice(), chunk.bytes.as_slice())?;
+                    .insert(key.as_slice(), codec::seal_chunk(&chunk.bytes).as_slice())?;
                 if person.header.chunk_count > MAX_CHUNKS {
                     compact_chunks(self.tables, self.tenant_id, person_id, &mut person.header)?;
                 }
@@ -1138,8 +1147,13 @@ fn compact_chunks(
                 .unwrap_or_default(),
         );
     }
+    let opened = stored
+        .iter()
+        .filter(|chunk| !chunk.is_empty())
+        .map(|chunk| codec::open_chunk(chunk))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut events = Vec::new();
-    for chunk in stored.iter().filter(|chunk| !chunk.is_empty()) {
+    for chunk in &opened {
         codec::decode_chunk(chunk, &mut events)?;
     }
     let mut latest: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
@@ -1157,7 +1171,7 @@ fn compact_chunks(
     }
     tables.persons.insert(
         person_key(tenant_id, person_id, 1).as_slice(),
-        compacted.bytes.as_slice(),
+        codec::seal_chunk(&compacted.bytes).as_slice(),
     )?;
     header.chunk_count = 1;
     header.event_count = count;
