@@ -11,7 +11,7 @@
 //!
 //! When samples are rebuilt is the business of [`crate::sample::service`].
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -22,7 +22,7 @@ use crate::profile::xid;
 use crate::sample::columns::{ColumnError, ProfileTables, ProfileTablesBuilder};
 use crate::sample::rank::{RankKey, SampleTier, sample_size_for};
 use crate::store::profiles::{
-    IdentityGraph, MergePolicy, MergedProfile, ProfileStore, ProfileStoreError,
+    IdentityGraph, MergePolicy, NamespaceSets, ProfileStore, ProfileStoreError,
 };
 use crate::tenant::Tenant;
 
@@ -131,32 +131,6 @@ struct Candidate {
     namespace_set: u32,
 }
 
-/// Interns namespace sets: most profiles share one of a handful.
-#[derive(Default)]
-struct NamespaceSets {
-    sets: Vec<Vec<String>>,
-    index: HashMap<Vec<String>, u32>,
-}
-
-impl NamespaceSets {
-    fn intern(&mut self, profile: &MergedProfile) -> u32 {
-        let mut namespaces: Vec<String> = profile
-            .identities
-            .iter()
-            .map(|identity| identity.namespace.clone())
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        if let Some(code) = self.index.get(&namespaces) {
-            return *code;
-        }
-        let code = self.sets.len() as u32;
-        self.sets.push(namespaces.clone());
-        self.index.insert(namespaces, code);
-        code
-    }
-}
-
 /// Builds a sample in one pass over the tenant's merged profiles.
 ///
 /// Profiles enter columnar staging tables as the bottom-k heap admits them (k(1 + ln(N/k)) of
@@ -245,7 +219,7 @@ pub fn build_sample(
         ranks,
         xids,
         namespace_set_of,
-        namespace_sets: namespace_sets.sets,
+        namespace_sets: namespace_sets.into_sets(),
     })
 }
 

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::sample::columns::encoding::{Reader, Writer};
 use crate::sample::columns::{DecodeError, ProfileTables, ProfileTablesBuilder};
 use crate::store::profiles::{
-    MergePolicy, MergedProfile, Partitions, ProfileStore, ProfileStoreError,
+    MergePolicy, MergedProfile, NamespaceSets, Partitions, ProfileStore, ProfileStoreError,
 };
 use crate::tenant::Tenant;
 
@@ -106,7 +106,7 @@ impl Partition {
     ) -> Result<Partition, SnapshotError> {
         let mut tables = ProfileTablesBuilder::default();
         let (mut xids, mut namespace_set) = (Vec::new(), Vec::new());
-        let mut namespace_sets: Vec<Vec<String>> = Vec::new();
+        let mut namespace_sets = NamespaceSets::default();
         let mut flatten_error = None;
         let stats = partitions.scan(index, policy, |profile: MergedProfile| {
             let Some(xid) = profile.xid() else {
@@ -120,22 +120,8 @@ impl Partition {
                 flatten_error = Some(error.to_string());
                 return;
             }
-            let mut namespaces: Vec<String> = profile
-                .identities
-                .iter()
-                .map(|identity| identity.namespace.clone())
-                .collect();
-            namespaces.sort_unstable();
-            namespaces.dedup();
-            let set = match namespace_sets.iter().position(|set| *set == namespaces) {
-                Some(set) => set,
-                None => {
-                    namespace_sets.push(namespaces);
-                    namespace_sets.len() - 1
-                }
-            };
+            namespace_set.push(namespace_sets.intern(&profile));
             xids.push(xid);
-            namespace_set.push(set as u32);
         })?;
         if let Some(reason) = flatten_error {
             return Err(SnapshotError::Flatten {
@@ -148,7 +134,7 @@ impl Partition {
             tables: tables.finish(),
             xids,
             namespace_set,
-            namespace_sets,
+            namespace_sets: namespace_sets.into_sets(),
             profiles_scanned: stats.profiles,
             skipped_large_graphs: stats.skipped_large_graphs,
         })

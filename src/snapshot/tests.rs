@@ -12,9 +12,16 @@ fn tenant() -> Tenant {
     Tenant::new("ORG@AdobeOrg", "prod")
 }
 
-/// A store cutting partitions of 4 person ids, so a few persons make several partitions.
-fn open(dir: &Path) -> ProfileStore {
-    ProfileStore::open(dir).unwrap().with_partition_persons(4)
+/// A store cutting partitions of 4 person ids (so a few persons make several partitions) holding
+/// `people`, and its snapshots.
+fn loaded(people: std::ops::Range<u64>) -> (tempfile::TempDir, ProfileStore, ColumnarSnapshots) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(dir.path())
+        .unwrap()
+        .with_partition_persons(4);
+    load_people(&store, people);
+    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
+    (dir, store, snapshots)
 }
 
 fn record(n: u64, attributes: Value) -> Value {
@@ -81,13 +88,6 @@ fn scanned(store: &ProfileStore) -> Profiles {
     let mut profiles = Profiles::new();
     store
         .scan(&tenant(), &MergePolicy::default(), |profile| {
-            let mut namespaces: Vec<String> = profile
-                .identities
-                .iter()
-                .map(|identity| identity.namespace.clone())
-                .collect();
-            namespaces.sort();
-            namespaces.dedup();
             let events = profile
                 .events
                 .iter()
@@ -95,7 +95,7 @@ fn scanned(store: &ProfileStore) -> Profiles {
                 .collect();
             profiles.insert(
                 profile.xid().unwrap(),
-                (profile.attributes.clone(), events, namespaces),
+                (profile.attributes.clone(), events, profile.namespaces()),
             );
         })
         .unwrap();
@@ -104,10 +104,7 @@ fn scanned(store: &ProfileStore) -> Profiles {
 
 #[test]
 fn a_pass_gives_every_merged_profile_of_the_store_once_and_reads_current_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    load_people(&store, 0..10);
-    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
+    let (_dir, store, snapshots) = loaded(0..10);
     let (stats, first) = pass(&snapshots, &store);
     assert_eq!(first.len(), 10);
     assert_eq!(first, scanned(&store));
@@ -122,10 +119,7 @@ fn a_pass_gives_every_merged_profile_of_the_store_once_and_reads_current_files()
 
 #[test]
 fn writes_rebuild_exactly_the_partitions_they_touched() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    load_people(&store, 0..10);
-    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
+    let (_dir, store, snapshots) = loaded(0..10);
     pass(&snapshots, &store);
 
     // Person 6 (c-5) is in partition 1; a second dataset's fragment merges with the first.
@@ -170,10 +164,7 @@ fn writes_rebuild_exactly_the_partitions_they_touched() {
 
 #[test]
 fn damaged_files_are_rebuilt_with_the_same_profiles() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    load_people(&store, 0..10);
-    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
+    let (dir, store, snapshots) = loaded(0..10);
     let (_, first) = pass(&snapshots, &store);
     let mut files: Vec<PathBuf> = walk(&dir.path().join(DIR));
     files.sort();
@@ -192,10 +183,7 @@ fn damaged_files_are_rebuilt_with_the_same_profiles() {
 
 #[test]
 fn a_consumer_breaking_ends_the_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    load_people(&store, 0..30);
-    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
+    let (_dir, store, snapshots) = loaded(0..30);
     let mut handed = 0;
     let mut consumers = [|_: &Partition| {
         handed += 1;
@@ -210,10 +198,7 @@ fn a_consumer_breaking_ends_the_pass() {
 
 #[test]
 fn merge_policies_and_tenants_have_their_own_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    load_people(&store, 0..3);
-    let snapshots = ColumnarSnapshots::open(dir.path()).expect("snapshots");
+    let (_dir, store, snapshots) = loaded(0..3);
     pass(&snapshots, &store);
     let precedence = MergePolicy {
         attribute_merge: crate::store::profiles::AttributeMerge::DataSetPrecedence(vec![
@@ -260,13 +245,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn opening_removes_the_files_of_interrupted_writes_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    load_people(&store, 0..3);
-    pass(
-        &ColumnarSnapshots::open(dir.path()).expect("snapshots"),
-        &store,
-    );
+    let (dir, store, snapshots) = loaded(0..3);
+    pass(&snapshots, &store);
     let complete = walk(&dir.path().join(DIR));
     let folder = complete[0].parent().unwrap().to_owned();
     std::fs::write(folder.join(format!("{PARTIAL_PREFIX}abc")), b"half a file").unwrap();

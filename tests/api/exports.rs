@@ -18,18 +18,7 @@ async fn union_dataset(app: &TestApp, persisted: bool) -> String {
 }
 
 async fn definition(app: &TestApp, name: &str, pql: &str) -> String {
-    let body = json!({"name": name, "expression": {"type": "PQL", "format": "pql/text", "value": pql}, "schema": {"name": "_xdm.context.profile"}});
-    json(
-        app.request(Method::POST, "/data/core/ups/segment/definitions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    crate::helpers::post_definition(app, name, pql, None).await
 }
 
 async fn wait(app: &TestApp, path: &str) -> Value {

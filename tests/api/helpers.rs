@@ -200,6 +200,29 @@ pub async fn assert_not_found(app: &TestApp, path: &str) {
 }
 
 /// Creates a Catalog dataset from `body` as client A in `ORG_A`/`prod` and returns its id.
+/// Creates a segment definition from a `pql/text` expression (optionally under a merge policy)
+/// and returns its id.
+pub async fn post_definition(
+    app: &TestApp,
+    name: &str,
+    pql: &str,
+    merge_policy_id: Option<&str>,
+) -> String {
+    let mut body = serde_json::json!({"name": name, "schema": {"name": "_xdm.context.profile"},
+        "expression": {"type": "PQL", "format": "pql/text", "value": pql}});
+    if let Some(id) = merge_policy_id {
+        body["mergePolicyId"] = id.into();
+    }
+    let created = app
+        .request(reqwest::Method::POST, "/data/core/ups/segment/definitions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    json(created).await["id"].as_str().unwrap().to_owned()
+}
+
 pub async fn post_dataset(app: &TestApp, body: &serde_json::Value) -> String {
     let created = app
         .request(reqwest::Method::POST, "/data/foundation/catalog/dataSets")

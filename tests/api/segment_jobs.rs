@@ -6,24 +6,14 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, json, spawn_app};
+use crate::helpers::{TestApp, assert_envelope, json, post_definition, spawn_app};
 use crate::ingest::{create_dataset, ingest_json_lines};
 
 const JOBS: &str = "/data/core/ups/segment/jobs";
 const PROFILE: &str = "https://ns.adobe.com/xdm/context/profile";
 
 async fn create_definition(app: &TestApp, name: &str, pql: &str) -> String {
-    let body = json!({"name": name, "expression": {"type": "PQL", "format": "pql/text", "value": pql},
-                      "schema": {"name": "_xdm.context.profile"}});
-    let created = json(
-        app.request(Method::POST, "/data/core/ups/segment/definitions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    created["id"].as_str().unwrap().to_owned()
+    post_definition(app, name, pql, None).await
 }
 
 /// Ingests people p{index}: country US when index % 3 == 0, loyalty points = index.
@@ -315,20 +305,7 @@ async fn in_segment_sees_an_earlier_merge_policy_pass_of_the_same_job() {
     )
     .await;
     let policy_id = policy["id"].as_str().unwrap().to_owned();
-    let body = json!({"name": "rich", "mergePolicyId": policy_id,
-                      "expression": {"type": "PQL", "format": "pql/text", "value": "loyalty.points >= 250"},
-                      "schema": {"name": "_xdm.context.profile"}});
-    let rich = json(
-        app.request(Method::POST, "/data/core/ups/segment/definitions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rich = post_definition(&app, "rich", "loyalty.points >= 250", Some(&policy_id)).await;
     let rich_us = create_definition(
         &app,
         "rich US",

@@ -106,6 +106,45 @@ impl MergedProfile {
             .or(self.identities.first())?;
         Some(crate::profile::xid::encode(&primary.namespace, &primary.id))
     }
+
+    /// The namespaces of the profile's identities, sorted, without repeats.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut namespaces: Vec<String> = self
+            .identities
+            .iter()
+            .map(|identity| identity.namespace.clone())
+            .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        namespaces
+    }
+}
+
+/// Interns the namespace sets of profiles ([`MergedProfile::namespaces`]): most profiles share
+/// one of a handful, so a pass keeps a small index per profile instead of a list.
+#[derive(Debug, Default)]
+pub struct NamespaceSets {
+    sets: Vec<Vec<String>>,
+    index: HashMap<Vec<String>, u32>,
+}
+
+impl NamespaceSets {
+    /// The index of `profile`'s namespace set, added if new.
+    pub fn intern(&mut self, profile: &MergedProfile) -> u32 {
+        let namespaces = profile.namespaces();
+        if let Some(code) = self.index.get(&namespaces) {
+            return *code;
+        }
+        let code = self.sets.len() as u32;
+        self.sets.push(namespaces.clone());
+        self.index.insert(namespaces, code);
+        code
+    }
+
+    /// The sets, by index.
+    pub fn into_sets(self) -> Vec<Vec<String>> {
+        self.sets
+    }
 }
 
 impl MergePolicy {

@@ -86,7 +86,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::tenant::Tenant;
 use codec::{Fragment, PersonHeader};
 pub use identity::Identity;
-pub use merge::{AttributeMerge, IdentityGraph, MergePolicy, MergedProfile, ProfileEvent};
+pub use merge::{
+    AttributeMerge, IdentityGraph, MergePolicy, MergedProfile, NamespaceSets, ProfileEvent,
+};
 
 /// The file name of the store inside its directory.
 pub const DB_FILE: &str = "profiles.redb";
