@@ -13,7 +13,6 @@
 //! or running ends `CANCELLED` with memberships unchanged; at shutdown the running job is interrupted
 //! and queued again for the next start.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -170,17 +169,12 @@ impl SegmentJobRunner {
         policies: &[crate::store::profiles::MergePolicy],
     ) -> Result<(), String> {
         let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-        let give_way = || match self.job_waiting.load(Ordering::Relaxed)
-            || self.shutting_down.is_cancelled()
-        {
-            true => ControlFlow::Break(()),
-            false => ControlFlow::Continue(()),
-        };
+        let give_way =
+            || self.job_waiting.load(Ordering::Relaxed) || self.shutting_down.is_cancelled();
         for policy in policies {
-            let mut consumers: Vec<_> = (0..workers).map(|_| |_: &_| give_way()).collect();
             let stats = self
                 .snapshots
-                .for_each_partition(&self.profiles, tenant, policy, &mut consumers)
+                .refresh(&self.profiles, tenant, policy, workers, &give_way)
                 .map_err(|error| error.to_string())?;
             tracing::debug!(
                 partitions_built = stats.partitions_built,

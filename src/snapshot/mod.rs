@@ -237,6 +237,15 @@ impl Partition {
     }
 }
 
+/// Which partitions a pass hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// All of them, read or rebuilt.
+    Every,
+    /// Only those rebuilt; current files are not read.
+    StaleOnly,
+}
+
 /// Counts of one [`ColumnarSnapshots::for_each_partition`] pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassStats {
@@ -244,7 +253,7 @@ pub struct PassStats {
     pub profiles_scanned: u64,
     /// Persons skipped because their graph exceeds 50 identities.
     pub skipped_large_graphs: u64,
-    /// Partitions read from current files.
+    /// Partitions read from current files (for a refresh: found current by their header).
     pub partitions_read: u64,
     /// Partitions rebuilt from the store (missing, stale or damaged files).
     pub partitions_built: u64,
@@ -279,6 +288,44 @@ impl ColumnarSnapshots {
     where
         F: FnMut(&Partition) -> ControlFlow<()> + Send,
     {
+        self.pass(store, tenant, policy, consumers, Pass::Every)
+    }
+
+    /// Rebuilds the partitions whose files are missing or stale, one per thread of `workers`,
+    /// without reading current files beyond their header (a refresh after a write that touched a
+    /// few partitions costs those few). `give_way` is asked after each rebuilt partition; `true`
+    /// ends the refresh. Damaged files with a current header are left to the next pass, which
+    /// checks them whole.
+    pub fn refresh(
+        &self,
+        store: &ProfileStore,
+        tenant: &Tenant,
+        policy: &MergePolicy,
+        workers: usize,
+        give_way: &(dyn Fn() -> bool + Sync),
+    ) -> Result<PassStats, SnapshotError> {
+        let mut consumers: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                |_: &Partition| match give_way() {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                }
+            })
+            .collect();
+        self.pass(store, tenant, policy, &mut consumers, Pass::StaleOnly)
+    }
+
+    fn pass<F>(
+        &self,
+        store: &ProfileStore,
+        tenant: &Tenant,
+        policy: &MergePolicy,
+        consumers: &mut [F],
+        which: Pass,
+    ) -> Result<PassStats, SnapshotError>
+    where
+        F: FnMut(&Partition) -> ControlFlow<()> + Send,
+    {
         let Some(partitions) = store.partitions(tenant)? else {
             return Ok(PassStats::default());
         };
@@ -297,7 +344,14 @@ impl ColumnarSnapshots {
                 if index >= partitions.len() {
                     break;
                 }
-                let (partition, built) = load_or_build(&folder, &partitions, index, policy)?;
+                let path = folder.join(format!("{index:08}.{FILE_EXTENSION}"));
+                if which == Pass::StaleOnly
+                    && version_on_disk(&path) == Some(partitions.version(index))
+                {
+                    stats.partitions_read += 1;
+                    continue;
+                }
+                let (partition, built) = load_or_build(&folder, &path, &partitions, index, policy)?;
                 stats.profiles_scanned += partition.profiles_scanned;
                 stats.skipped_large_graphs += partition.skipped_large_graphs;
                 match built {
@@ -354,13 +408,13 @@ impl ColumnarSnapshots {
 /// tells whether it was built.
 fn load_or_build(
     folder: &Path,
+    path: &Path,
     partitions: &Partitions,
     index: usize,
     policy: &MergePolicy,
 ) -> Result<(Partition, bool), SnapshotError> {
     let version = partitions.version(index);
-    let path = folder.join(format!("{index:08}.{FILE_EXTENSION}"));
-    match std::fs::read(&path) {
+    match std::fs::read(path) {
         Ok(bytes) => match Partition::decode(index, &bytes, version) {
             Ok(partition) => return Ok((partition, false)),
             Err(error) => {
@@ -372,10 +426,20 @@ fn load_or_build(
         }
     }
     let partition = Partition::build(partitions, index, policy)?;
-    if let Err(error) = save(folder, &path, &partition.encode(version)) {
+    if let Err(error) = save(folder, path, &partition.encode(version)) {
         tracing::warn!(%error, path = %path.display(), "cannot save a columnar snapshot partition");
     }
     Ok((partition, true))
+}
+
+/// The partition version a file's header names, without reading the rest.
+fn version_on_disk(path: &Path) -> Option<u64> {
+    let mut header = [0u8; 13];
+    std::io::Read::read_exact(&mut std::fs::File::open(path).ok()?, &mut header).ok()?;
+    let rest = header.strip_prefix(MAGIC)?;
+    let (format, version) = rest.split_first()?;
+    let version = u64::from_le_bytes(version.try_into().ok()?);
+    (*format == FORMAT_VERSION).then_some(version)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the old

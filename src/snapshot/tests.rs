@@ -255,3 +255,44 @@ fn opening_removes_the_files_of_interrupted_writes_only() {
     let (stats, _) = pass(&snapshots, &store);
     assert_eq!(stats.partitions_read, 1);
 }
+
+#[test]
+fn a_refresh_rebuilds_only_stale_partitions_and_gives_way() {
+    let (_dir, store, snapshots) = loaded(0..10);
+    let policy = MergePolicy::default();
+    let never = || false;
+    let stats = snapshots
+        .refresh(&store, &tenant(), &policy, 2, &never)
+        .unwrap();
+    assert_eq!((stats.partitions_built, stats.partitions_read), (3, 0));
+    let stats = snapshots
+        .refresh(&store, &tenant(), &policy, 2, &never)
+        .unwrap();
+    assert_eq!((stats.partitions_built, stats.partitions_read), (0, 3));
+    // c-5 is in partition 1.
+    store
+        .apply_batch(
+            &tenant(),
+            "loyalty",
+            RecordKind::Profile,
+            [record(5, json!({"tier": "platinum"}))],
+        )
+        .unwrap();
+    let stats = snapshots
+        .refresh(&store, &tenant(), &policy, 1, &never)
+        .unwrap();
+    assert_eq!((stats.partitions_built, stats.partitions_read), (1, 2));
+    let (stats, profiles) = pass(&snapshots, &store);
+    assert_eq!((stats.partitions_built, stats.partitions_read), (0, 3));
+    assert_eq!(profiles, scanned(&store));
+
+    // Asked to give way, a refresh stops after the partition it is building.
+    let (_dir, store, snapshots) = loaded(0..10);
+    let always = || true;
+    let stats = snapshots
+        .refresh(&store, &tenant(), &policy, 1, &always)
+        .unwrap();
+    assert_eq!(stats.partitions_built, 1);
+    let (stats, _) = pass(&snapshots, &store);
+    assert_eq!((stats.partitions_built, stats.partitions_read), (2, 1));
+}
