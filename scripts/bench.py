@@ -86,15 +86,16 @@ def main():
             shutil.rmtree(data_dir, ignore_errors=True)
             # Events end now, so relative-date predicates ("in the last 30 days") match generated data.
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            # BENCH_CHUNK_PROFILES=N generates and ingests N profiles at a time (seeds 7, 8, ...),
-            # deleting each part's input once loaded: a 5M store's input (~30 GB) need not fit the
-            # disk beside the store. Parts after the first load into a non-empty store.
+            # BENCH_CHUNK_PROFILES=N generates and ingests N profiles at a time (disjoint people:
+            # --first-index 0, N, 2N, ...), deleting each part's input once loaded: a 5M store's
+            # input (~30 GB) need not fit the disk beside the store. Parts after the first load into
+            # a non-empty store.
             chunk = int(os.environ.get("BENCH_CHUNK_PROFILES", profiles))
             generate_seconds = ingest_seconds = 0.0
             for part, start in enumerate(range(0, profiles, chunk)):
                 count = min(chunk, profiles - start)
                 seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(count), "--seed", str(7 + part),
-                                                "--out", data_in, "--now", now])
+                                                "--first-index", str(start), "--out", data_in, "--now", now])
                 generate_seconds += seconds
                 seconds, output = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
                 ingest_seconds += seconds

@@ -57,6 +57,7 @@ pub fn generate_config(profiles: u64) -> GenerateConfig {
         seed: 1,
         now_ms: DEFAULT_NOW_MS,
         threads: 2,
+        first_index: 0,
     }
 }
 

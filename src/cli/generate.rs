@@ -26,6 +26,10 @@ pub struct GenerateArgs {
     /// Worker threads (default: available cores); does not change the output.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Index of the first person: ids derive from it, so parts generated with disjoint ranges
+    /// (`--first-index 0`, `--first-index 1000000`, ...) load as disjoint people.
+    #[arg(long, default_value_t = 0)]
+    pub first_index: u64,
 }
 
 /// Runs the generator with a progress bar and prints the manifest summary.
@@ -41,6 +45,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         now_ms,
         threads,
+        first_index: args.first_index,
     };
     let progress = ProgressBar::new(args.profiles.div_ceil(SHARD_SIZE));
     progress.set_style(

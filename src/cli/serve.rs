@@ -188,6 +188,7 @@ fn load_demo_store(data_dir: &std::path::Path, profiles: u64) -> anyhow::Result<
         // Events end now, so relative-date queries ("in the last 30 days") find demo data.
         now_ms: chrono::Utc::now().timestamp_millis(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        first_index: 0,
     };
     crate::ingest::generate::generate(&config, input.path(), &|| {})
         .context("generating demo data")?;

@@ -148,6 +148,7 @@ mod tests {
             seed: 42,
             now_ms: DEFAULT_NOW_MS,
             threads: 2,
+            first_index: 0,
         };
         let manifest = generate(&config, data.path(), &|| {}).unwrap();
         let state = tempfile::tempdir().unwrap();
@@ -187,5 +188,46 @@ mod tests {
             })
             .unwrap();
         assert_eq!(events, manifest.events);
+    }
+
+    /// A large store is built in parts: folders of disjoint index ranges load as disjoint people,
+    /// and loading a range again with the same seed changes no count.
+    #[test]
+    fn parts_of_disjoint_index_ranges_load_as_disjoint_people() {
+        let state = tempfile::tempdir().unwrap();
+        let metadata = MetadataStore::open(state.path()).unwrap();
+        let profiles = Arc::new(ProfileStore::open(state.path()).unwrap());
+        let ingestor = Ingestor::new(
+            metadata.clone(),
+            profiles.clone(),
+            state.path(),
+            Arc::new(SystemClock),
+        );
+        let tenant = Tenant::new("ORG@AdobeOrg", "prod");
+        for (first_index, seed, expected) in [(0, 7, 500), (500, 8, 1_000), (0, 7, 1_000)] {
+            let data = tempfile::tempdir().unwrap();
+            let config = GenerateConfig {
+                profiles: 500,
+                seed,
+                now_ms: DEFAULT_NOW_MS,
+                threads: 2,
+                first_index,
+            };
+            generate(&config, data.path(), &|| {}).unwrap();
+            ingest_folder(
+                &metadata,
+                &ingestor,
+                &tenant,
+                data.path(),
+                0,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            assert_eq!(
+                profiles.profile_count(&tenant).unwrap(),
+                expected,
+                "from {first_index}"
+            );
+        }
     }
 }

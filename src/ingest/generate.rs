@@ -76,6 +76,11 @@ pub struct GenerateConfig {
     pub now_ms: i64,
     /// Worker threads; the output does not depend on it.
     pub threads: usize,
+    /// The index of the first person. Ids derive from the index, so folders generated for
+    /// disjoint index ranges load as disjoint people (a large store built part by part). Known
+    /// people's ids (CRMID, email, loyalty id) come from the index alone, anonymous visitors'
+    /// ECIDs from the seeded stream too: the same range and seed load as the same people.
+    pub first_index: u64,
 }
 
 /// Files and row counts of one generated dataset.
@@ -248,8 +253,8 @@ fn generate_shard(
 ) -> Result<ShardCounts, GenerateError> {
     let mut rng =
         Xoshiro256PlusPlus::seed_from_u64(splitmix(config.seed ^ splitmix(shard.wrapping_add(1))));
-    let first = shard * SHARD_SIZE;
-    let last = (first + SHARD_SIZE).min(config.profiles);
+    let first = config.first_index + shard * SHARD_SIZE;
+    let last = (first + SHARD_SIZE).min(config.first_index + config.profiles);
     let path = |dataset: &str, extension: &str| -> PathBuf {
         out.join(dataset).join(shard_file(shard, extension))
     };
@@ -1231,6 +1236,7 @@ mod tests {
             seed: 7,
             now_ms: DEFAULT_NOW_MS,
             threads,
+            first_index: 0,
         }
     }
 
