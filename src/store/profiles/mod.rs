@@ -201,8 +201,7 @@ pub struct ProfileStore {
     /// [`PARTITION_PERSONS`], smaller in tests so that small stores have several partitions.
     partition_persons: u64,
     /// Tenants whose persons changed since [`ProfileStore::take_quiet_tenants`] last gave them,
-    /// with when they last changed (in this process: derived data is refreshed after a restart
-    /// by the next pass that finds it stale).
+    /// with when they last changed; every tenant of the store when it was opened.
     changed_tenants: std::sync::Mutex<HashMap<Tenant, std::time::Instant>>,
 }
 
@@ -227,12 +226,22 @@ impl ProfileStore {
         txn.open_table(PERSONS)?;
         txn.open_table(META)?;
         txn.commit()?;
+        // Every tenant counts as changed at opening: another process (`segmentd ingest`) or the
+        // writes before a crash may have left derived copies stale.
+        let mut changed = HashMap::new();
+        let opened_at = std::time::Instant::now();
+        for entry in db.begin_read()?.open_table(TENANTS)?.iter()? {
+            let (name, _) = entry?;
+            if let Some((org, sandbox)) = name.value().split_once('\n') {
+                changed.insert(Tenant::new(org, sandbox), opened_at);
+            }
+        }
         Ok(Self {
             db,
             clock: Arc::new(SystemClock),
             flush_bytes: FLUSH_BYTES,
             partition_persons: PARTITION_PERSONS,
-            changed_tenants: std::sync::Mutex::default(),
+            changed_tenants: std::sync::Mutex::new(changed),
         })
     }
 

@@ -4,6 +4,7 @@
 use super::*;
 use crate::clock::ManualClock;
 use serde_json::json;
+use std::time::Duration;
 
 fn tenant() -> Tenant {
     Tenant::new("ORG@AdobeOrg", "prod")
@@ -577,4 +578,34 @@ fn flushing_part_way_through_a_batch_gives_the_same_store() {
     let (count, profiles) = load(whole);
     assert_eq!((count, profiles.len()), (40 - 20 + 7, 27));
     assert_eq!(load(flushing), (count, profiles));
+}
+
+/// Derived copies learn which tenants changed: writes in this process, and every tenant of the
+/// store at opening (another process may have written).
+#[test]
+fn changed_tenants_are_given_once_quiet_and_all_of_them_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert!(store.take_quiet_tenants(Duration::ZERO).is_empty());
+    let row = record(
+        json!({"CRMID": [{"id": "c-1", "primary": true}]}),
+        json!({}),
+    );
+    store
+        .apply_batch(&tenant(), "crm", RecordKind::Profile, [row])
+        .unwrap();
+    assert!(
+        store
+            .take_quiet_tenants(Duration::from_secs(3600))
+            .is_empty(),
+        "not quiet yet"
+    );
+    assert_eq!(store.take_quiet_tenants(Duration::ZERO), [tenant()]);
+    assert!(
+        store.take_quiet_tenants(Duration::ZERO).is_empty(),
+        "given once"
+    );
+    drop(store);
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert_eq!(store.take_quiet_tenants(Duration::ZERO), [tenant()]);
 }
