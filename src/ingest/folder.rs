@@ -140,6 +140,25 @@ mod tests {
     use crate::store::profiles::{MergePolicy, ProfileStore};
     use std::sync::Arc;
 
+    /// Stores in a temporary folder, with the ingestor over them.
+    fn stores() -> (
+        tempfile::TempDir,
+        MetadataStore,
+        Arc<ProfileStore>,
+        Ingestor,
+    ) {
+        let state = tempfile::tempdir().unwrap();
+        let metadata = MetadataStore::open(state.path()).unwrap();
+        let profiles = Arc::new(ProfileStore::open(state.path()).unwrap());
+        let ingestor = Ingestor::new(
+            metadata.clone(),
+            profiles.clone(),
+            state.path(),
+            Arc::new(SystemClock),
+        );
+        (state, metadata, profiles, ingestor)
+    }
+
     #[test]
     fn a_generated_folder_loads_with_exact_counts() {
         let data = tempfile::tempdir().unwrap();
@@ -151,15 +170,7 @@ mod tests {
             first_index: 0,
         };
         let manifest = generate(&config, data.path(), &|| {}).unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let metadata = MetadataStore::open(state.path()).unwrap();
-        let profiles = Arc::new(ProfileStore::open(state.path()).unwrap());
-        let ingestor = Ingestor::new(
-            metadata.clone(),
-            profiles.clone(),
-            state.path(),
-            Arc::new(SystemClock),
-        );
+        let (_state, metadata, profiles, ingestor) = stores();
         let tenant = Tenant::new("ORG@AdobeOrg", "prod");
         let outcomes = ingest_folder(
             &metadata,
@@ -194,15 +205,7 @@ mod tests {
     /// and loading a range again with the same seed changes no count.
     #[test]
     fn parts_of_disjoint_index_ranges_load_as_disjoint_people() {
-        let state = tempfile::tempdir().unwrap();
-        let metadata = MetadataStore::open(state.path()).unwrap();
-        let profiles = Arc::new(ProfileStore::open(state.path()).unwrap());
-        let ingestor = Ingestor::new(
-            metadata.clone(),
-            profiles.clone(),
-            state.path(),
-            Arc::new(SystemClock),
-        );
+        let (_state, metadata, profiles, ingestor) = stores();
         let tenant = Tenant::new("ORG@AdobeOrg", "prod");
         for (first_index, seed, expected) in [(0, 7, 500), (500, 8, 1_000), (0, 7, 1_000)] {
             let data = tempfile::tempdir().unwrap();

@@ -30,6 +30,18 @@ fn record(n: u64, attributes: Value) -> Value {
     row
 }
 
+/// Gives c-5 (person 6, partition 1) a second fragment, from another dataset.
+fn make_c5_platinum(store: &ProfileStore) {
+    store
+        .apply_batch(
+            &tenant(),
+            "loyalty",
+            RecordKind::Profile,
+            [record(5, json!({"tier": "platinum"}))],
+        )
+        .unwrap();
+}
+
 fn load_people(store: &ProfileStore, people: std::ops::Range<u64>) {
     let records = people
         .clone()
@@ -123,14 +135,7 @@ fn writes_rebuild_exactly_the_partitions_they_touched() {
     pass(&snapshots, &store);
 
     // Person 6 (c-5) is in partition 1; a second dataset's fragment merges with the first.
-    store
-        .apply_batch(
-            &tenant(),
-            "loyalty",
-            RecordKind::Profile,
-            [record(5, json!({"tier": "platinum"}))],
-        )
-        .unwrap();
+    make_c5_platinum(&store);
     let (stats, profiles) = pass(&snapshots, &store);
     assert_eq!((stats.partitions_built, stats.partitions_read), (1, 2));
     assert_eq!(profiles, scanned(&store));
@@ -270,14 +275,7 @@ fn a_refresh_rebuilds_only_stale_partitions_and_gives_way() {
         .unwrap();
     assert_eq!((stats.partitions_built, stats.partitions_read), (0, 3));
     // c-5 is in partition 1.
-    store
-        .apply_batch(
-            &tenant(),
-            "loyalty",
-            RecordKind::Profile,
-            [record(5, json!({"tier": "platinum"}))],
-        )
-        .unwrap();
+    make_c5_platinum(&store);
     let stats = snapshots
         .refresh(&store, &tenant(), &policy, 1, &never)
         .unwrap();
