@@ -741,7 +741,7 @@ fn evaluate_profile(
 ///
 /// Each merge policy's pass reads the store's columnar snapshot ([`ColumnarSnapshots`]): one
 /// thread per core takes partitions one after the other, reading current ones from disk and
-/// rebuilding stale ones from the store, and evaluates them ([`evaluate_partition`]) with its own
+/// rebuilding stale ones from the store, and evaluates them (`evaluate_partition`) with its own
 /// counters, merged at the end of the pass. Progress is reported and cancellation checked after
 /// every partition.
 pub fn evaluate(input: EvaluationInput<'_>, tenant: &Tenant) -> Result<EvaluationOutcome, String> {

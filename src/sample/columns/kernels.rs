@@ -185,7 +185,7 @@ impl ProfileTables {
 
     /// [`ProfileTables::matching`] with a large range split over every core (each thread takes a
     /// contiguous slice, so concatenating keeps the order). The threads run at a lower priority
-    /// (see [`yield_to_requests`]).
+    /// (see `yield_to_requests`).
     pub fn matching_on_every_core(
         &self,
         prepared: &PreparedQuery<'_>,
