@@ -116,10 +116,11 @@ impl Application {
             settings.data_dir.clone(),
             clock.clone(),
         );
+        let snapshots = ColumnarSnapshots::open(&settings.data_dir).map_err(StoreError::Io)?;
         let segment_jobs = SegmentJobRunner::new(
             metadata.clone(),
             ingestor.profiles().clone(),
-            ColumnarSnapshots::open(&settings.data_dir).map_err(StoreError::Io)?,
+            snapshots.clone(),
             memberships,
             clock.clone(),
             shutting_down.clone(),
@@ -141,6 +142,7 @@ impl Application {
         let samples = Arc::new(Samples::new(
             metadata.clone(),
             ingestor.profiles().clone(),
+            snapshots,
             rank_key,
             clock.clone(),
         ));

@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::profile::policies::{self, PolicyError};
 use crate::sample::rank::RankKey;
 use crate::sample::store::{Sample, SampleBuildError, SampleRegistry, build_sample, is_stale};
+use crate::snapshot::ColumnarSnapshots;
 use crate::store::metadata::{MetadataStore, StoreError};
 use crate::store::profiles::{IdentityGraph, ProfileStore, ProfileStoreError};
 use crate::tenant::Tenant;
@@ -55,6 +56,7 @@ pub struct Samples {
     builds: DashMap<(Tenant, String, IdentityGraph), Arc<BuildGate>>,
     metadata: MetadataStore,
     profiles: Arc<ProfileStore>,
+    snapshots: ColumnarSnapshots,
     key: RankKey,
     clock: Arc<dyn Clock>,
 }
@@ -64,6 +66,7 @@ impl Samples {
     pub fn new(
         metadata: MetadataStore,
         profiles: Arc<ProfileStore>,
+        snapshots: ColumnarSnapshots,
         key: RankKey,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -72,6 +75,7 @@ impl Samples {
             builds: DashMap::new(),
             metadata,
             profiles,
+            snapshots,
             key,
             clock,
         }
@@ -141,8 +145,9 @@ impl Samples {
             }
         }
         gate.started.fetch_add(1, Ordering::SeqCst);
-        let (profiles, registry, build_tenant, key) = (
+        let (profiles, snapshots, registry, build_tenant, key) = (
             self.profiles.clone(),
+            self.snapshots.clone(),
             self.registry.clone(),
             tenant.clone(),
             self.key,
@@ -150,6 +155,7 @@ impl Samples {
         tokio::task::spawn_blocking(move || {
             let sample = build_sample(
                 &profiles,
+                &snapshots,
                 &build_tenant,
                 &policy_id,
                 &policy,
@@ -285,6 +291,7 @@ mod tests {
         let samples = Samples::new(
             metadata,
             profiles,
+            ColumnarSnapshots::open(dir.path()).unwrap(),
             RankKey::new(1, 2),
             Arc::new(crate::clock::SystemClock),
         );

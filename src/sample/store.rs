@@ -1,9 +1,11 @@
 //! Building, holding and swapping samples: one per (tenant, merge policy).
 //!
-//! A sample is built by one pass over the merged profiles ([`ProfileStore::scan`]), keeping the k
-//! smallest ranks in a bounded max-heap, so memory is O(k) whatever the store size. It is then sorted
-//! by rank and published as an `Arc`: a running preview keeps the sample it started on while a new
-//! one replaces it for later previews.
+//! A sample is built from the store's columnar snapshot ([`crate::snapshot`]) in two passes: the
+//! first reads every partition on every core and keeps the k smallest ranks (rank, XID, place) in
+//! bounded max-heaps, so memory is O(k) whatever the store size; the second copies the kept rows out
+//! of their partitions into the sample's tables, which are then put in rank order. The sample is
+//! published as an `Arc`: a running preview keeps the sample it started on while a new one replaces
+//! it for later previews.
 //!
 //! Representation: columnar ([`crate::sample::columns`]): attributes and events flattened into
 //! typed, dictionary-encoded columns that a compiled query binds once, with per-profile keys (rank,
@@ -11,7 +13,8 @@
 //!
 //! When samples are rebuilt is the business of [`crate::sample::service`].
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -21,6 +24,7 @@ use serde_json::Value;
 use crate::profile::xid;
 use crate::sample::columns::{ColumnError, ProfileTables, ProfileTablesBuilder};
 use crate::sample::rank::{RankKey, SampleTier, sample_size_for};
+use crate::snapshot::{ColumnarSnapshots, Partition, SnapshotError};
 use crate::store::profiles::{
     IdentityGraph, MergePolicy, NamespaceSets, ProfileStore, ProfileStoreError,
 };
@@ -40,6 +44,9 @@ pub enum SampleBuildError {
     /// The sample does not fit its columns.
     #[error(transparent)]
     Columns(#[from] ColumnError),
+    /// Reading or rebuilding the columnar snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// A sample of a tenant's store under one merge policy, sorted by rank.
@@ -121,24 +128,47 @@ impl Sample {
     }
 }
 
-/// A profile admitted to the bottom-k heap: its rank, XID (to break rank ties, so the sample is a
-/// function of the store) and its row in the staging tables. The heap's top is the largest rank.
+/// A profile admitted to a bottom-k heap: its rank, XID (to break rank ties, so the sample is a
+/// function of the store) and where the first pass saw it. The heap's top is the largest rank.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Candidate {
     rank: u64,
     xid: Box<str>,
+    partition: u32,
     row: u32,
-    namespace_set: u32,
 }
 
-/// Builds a sample in one pass over the tenant's merged profiles.
+/// Admits `candidate` to a bottom-`capacity` heap if it ranks below the largest kept.
+fn admit(heap: &mut BinaryHeap<Candidate>, capacity: usize, candidate: Candidate) {
+    let admitted = heap.len() < capacity
+        || heap.peek().is_some_and(|largest| {
+            (candidate.rank, &*candidate.xid) < (largest.rank, &*largest.xid)
+        });
+    if admitted {
+        heap.push(candidate);
+        if heap.len() > capacity {
+            heap.pop();
+        }
+    }
+}
+
+/// Builds a sample from the tenant's columnar snapshot under `policy` (stale partitions are
+/// rebuilt from the store on the way).
 ///
-/// Profiles enter columnar staging tables as the bottom-k heap admits them (k(1 + ln(N/k)) of
-/// them in expectation for a store in random order, all of them under 1M); the kept ones are then
-/// selected, column by column, in rank order. `max_profiles` caps the sample below its tier's
-/// size (`None`: the tier decides).
+/// First pass, every core: each thread keeps the bottom-k candidates of the partitions it reads;
+/// the threads' heaps are merged into the store's bottom k. Second pass: the kept rows are rebuilt
+/// as JSON from their partitions' columns and flattened into the sample's tables, which are then
+/// selected column by column in rank order. `max_profiles` caps the sample below its tier's size
+/// (`None`: the tier decides).
+///
+/// The passes read the store at two moments \[I\]: a profile changed by a write in between is
+/// taken as the second pass finds it (looked up by XID in its partition), and one that left its
+/// partition (merged into another person, or deleted) is left out, so such a sample may hold a few
+/// profiles fewer than its size. A sample is a statistical view refreshed daily; one consistent
+/// read of a store under steady streaming would never finish.
 pub fn build_sample(
     store: &ProfileStore,
+    snapshots: &ColumnarSnapshots,
     tenant: &Tenant,
     merge_policy_id: &str,
     policy: &MergePolicy,
@@ -151,64 +181,99 @@ pub fn build_sample(
     let capacity = usize::try_from(tier_size)
         .unwrap_or(usize::MAX)
         .min(max_profiles.unwrap_or(usize::MAX));
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(capacity.min(1 << 20) + 1);
-    let mut staging = ProfileTablesBuilder::default();
-    let mut namespace_sets = NamespaceSets::default();
-    let mut seen = 0u64;
-    let mut failure = None;
-    store.scan(tenant, policy, |profile| {
-        seen += 1;
-        let Some(profile_xid) = profile.xid() else {
-            return;
-        };
-        let rank = key.rank(&profile_xid);
-        let admitted = heap.len() < capacity
-            || heap.peek().is_some_and(|largest| {
-                (rank, profile_xid.as_str()) < (largest.rank, &*largest.xid)
-            });
-        if !admitted || failure.is_some() {
-            return;
+    let workers = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let mut firsts: Vec<(BinaryHeap<Candidate>, u64)> =
+        (0..workers).map(|_| (BinaryHeap::new(), 0)).collect();
+    let mut consumers: Vec<_> = firsts
+        .iter_mut()
+        .map(|(heap, seen)| {
+            move |partition: &Partition| {
+                *seen += partition.profiles_scanned;
+                for (row, profile_xid) in partition.xids.iter().enumerate() {
+                    let candidate = Candidate {
+                        rank: key.rank(profile_xid),
+                        xid: profile_xid.as_str().into(),
+                        partition: partition.index as u32,
+                        row: row as u32,
+                    };
+                    admit(heap, capacity, candidate);
+                }
+                ControlFlow::Continue(())
+            }
+        })
+        .collect();
+    snapshots.for_each_partition(store, tenant, policy, &mut consumers)?;
+    drop(consumers);
+    let mut heap = BinaryHeap::with_capacity(capacity.min(1 << 20) + 1);
+    let mut seen = 0;
+    for (thread_heap, thread_seen) in firsts {
+        seen += thread_seen;
+        for candidate in thread_heap {
+            admit(&mut heap, capacity, candidate);
         }
-        let Ok(row) = u32::try_from(staging.len()) else {
-            failure = Some(ColumnError::TooLarge("profiles".into()));
-            return;
-        };
-        let events = profile.events.iter().map(|event| event.packed.as_slice());
-        if let Err(error) = staging.push_with_packed_events(&profile.attributes, events) {
-            failure = Some(error);
-            return;
-        }
-        heap.push(Candidate {
-            rank,
-            xid: profile_xid.into(),
-            row,
-            namespace_set: namespace_sets.intern(&profile),
-        });
-        if heap.len() > capacity {
-            heap.pop();
-        }
-    })?;
-    if let Some(error) = failure {
-        return Err(error.into());
     }
     let (size, tier) = sample_size_for(seen);
     let mut kept = heap.into_sorted_vec();
     kept.truncate(usize::try_from(size).unwrap_or(usize::MAX).min(capacity));
-    let rows: Vec<usize> = kept
-        .iter()
-        .map(|candidate| candidate.row as usize)
-        .collect();
-    let tables = staging.finish().select(&rows);
-    let (mut ranks, mut xids, mut namespace_set_of) = (
+
+    // Second pass: the kept rows, partition by partition.
+    let mut wanted: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (index, candidate) in kept.iter().enumerate() {
+        wanted.entry(candidate.partition).or_default().push(index);
+    }
+    let mut staging = ProfileTablesBuilder::default();
+    let mut namespace_sets = NamespaceSets::default();
+    // Per kept candidate: its staging row and namespace set, once found.
+    let mut found: Vec<Option<(usize, u32)>> = vec![None; kept.len()];
+    let mut failure = None;
+    let mut copy = [|partition: &Partition| {
+        let Some(indexes) = wanted.get(&(partition.index as u32)) else {
+            return ControlFlow::Continue(());
+        };
+        for &index in indexes {
+            let candidate = &kept[index];
+            let row = match partition.xids.get(candidate.row as usize) {
+                Some(at_row) if **at_row == *candidate.xid => Some(candidate.row as usize),
+                _ => partition
+                    .xids
+                    .iter()
+                    .position(|other| **other == *candidate.xid),
+            };
+            let Some(row) = row else {
+                continue;
+            };
+            let attributes = partition.tables.attributes().materialize(row);
+            let events = partition.tables.materialize_events(row);
+            if let Err(error) = staging.push(&attributes, &events) {
+                failure = Some(error);
+                return ControlFlow::Break(());
+            }
+            found[index] = Some((
+                staging.len() - 1,
+                namespace_sets.intern(partition.namespaces(row)),
+            ));
+        }
+        ControlFlow::Continue(())
+    }];
+    snapshots.for_each_partition(store, tenant, policy, &mut copy)?;
+    if let Some(error) = failure {
+        return Err(error.into());
+    }
+    let (mut rows, mut ranks, mut xids, mut namespace_set_of) = (
+        Vec::with_capacity(kept.len()),
         Vec::with_capacity(kept.len()),
         Vec::with_capacity(kept.len()),
         Vec::with_capacity(kept.len()),
     );
-    for candidate in kept {
-        ranks.push(candidate.rank);
-        xids.push(candidate.xid);
-        namespace_set_of.push(candidate.namespace_set);
+    for (candidate, found) in kept.into_iter().zip(found) {
+        if let Some((row, namespace_set)) = found {
+            rows.push(row);
+            ranks.push(candidate.rank);
+            xids.push(candidate.xid);
+            namespace_set_of.push(namespace_set);
+        }
     }
+    let tables = staging.finish().select(&rows);
     Ok(Sample {
         merge_policy_id: merge_policy_id.to_owned(),
         graph: policy.identity_graph,
@@ -316,8 +381,10 @@ mod tests {
 
     fn sample_of(store: &ProfileStore, tenant: &Tenant, key: RankKey, capacity: usize) -> Sample {
         let policy = MergePolicy::default();
+        let snapshots = tempfile::tempdir().unwrap();
         build_sample(
             store,
+            &ColumnarSnapshots::open(snapshots.path()).unwrap(),
             tenant,
             "p",
             &policy,
@@ -328,11 +395,65 @@ mod tests {
         .unwrap()
     }
 
+    /// Sampled rows are copied out of the snapshot's columns by rebuilding their JSON: every
+    /// field and event of every profile comes through as the store merged it (date-times in the
+    /// canonical form the columns keep as instants; nulls, which the columns drop, left out).
+    #[test]
+    fn sampled_profiles_hold_exactly_the_merged_attributes_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProfileStore::open(dir.path()).unwrap();
+        let tenant = Tenant::new("o", "prod");
+        let rows: Vec<Value> = (0..60)
+            .map(|index| {
+                json!({"identityMap": {"CRMID": [{"id": format!("c{index}"), "primary": true}]},
+                       "person": {"name": {"firstName": format!("n{index}")}, "birthDate": "1990-01-02"},
+                       "loyalty": {"points": index * 10, "ratio": index as f64 / 7.0, "member": index % 2 == 0,
+                                   "joined": "2024-03-04T05:06:07.000Z"},
+                       "tags": ["a", index], "empty": {}})
+            })
+            .collect();
+        store
+            .apply_batch(&tenant, "d", RecordKind::Profile, rows)
+            .unwrap();
+        let events: Vec<Value> = (0..60)
+            .flat_map(|index| (0..index % 3).map(move |n| (index, n)))
+            .map(|(index, n)| {
+                json!({"_id": format!("e{index}-{n}"), "timestamp": format!("2026-01-0{}T00:00:00.000Z", n + 1),
+                       "eventType": "commerce.purchases",
+                       "commerce": {"order": {"priceTotal": index as f64 + 0.5}},
+                       "productListItems": [{"SKU": format!("s{n}"), "quantity": n}],
+                       "identityMap": {"CRMID": [{"id": format!("c{index}")}]}})
+            })
+            .collect();
+        store
+            .apply_batch(&tenant, "web", RecordKind::Event, events)
+            .unwrap();
+        let mut merged = std::collections::HashMap::new();
+        store
+            .scan(&tenant, &MergePolicy::default(), |profile| {
+                let events: Vec<Value> = profile
+                    .events
+                    .iter()
+                    .map(|event| event.to_value().unwrap())
+                    .collect();
+                merged.insert(profile.xid().unwrap(), (profile.attributes.clone(), events));
+            })
+            .unwrap();
+        let sample = sample_of(&store, &tenant, RankKey::new(1, 2), usize::MAX);
+        assert_eq!(sample.len(), 60);
+        for index in 0..sample.len() {
+            let (attributes, events) = &merged[sample.xid(index)];
+            assert_eq!(&sample.tables.attributes().materialize(index), attributes);
+            assert_eq!(&sample.tables.materialize_events(index), events);
+        }
+    }
+
     #[test]
     fn a_small_store_is_sampled_whole_in_rank_order() {
-        let (_dir, store, tenant) = store_with(500);
+        let (dir, store, tenant) = store_with(500);
         let sample = build_sample(
             &store,
+            &ColumnarSnapshots::open(dir.path()).unwrap(),
             &tenant,
             "p",
             &MergePolicy::default(),

@@ -120,7 +120,7 @@ impl Partition {
                 flatten_error = Some(error.to_string());
                 return;
             }
-            namespace_set.push(namespace_sets.intern(&profile));
+            namespace_set.push(namespace_sets.intern(&profile.namespaces()));
             xids.push(xid);
         })?;
         if let Some(reason) = flatten_error {

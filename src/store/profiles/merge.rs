@@ -129,15 +129,14 @@ pub struct NamespaceSets {
 }
 
 impl NamespaceSets {
-    /// The index of `profile`'s namespace set, added if new.
-    pub fn intern(&mut self, profile: &MergedProfile) -> u32 {
-        let namespaces = profile.namespaces();
-        if let Some(code) = self.index.get(&namespaces) {
+    /// The index of a namespace set (sorted, without repeats), added if new.
+    pub fn intern(&mut self, namespaces: &[String]) -> u32 {
+        if let Some(code) = self.index.get(namespaces) {
             return *code;
         }
         let code = self.sets.len() as u32;
-        self.sets.push(namespaces.clone());
-        self.index.insert(namespaces, code);
+        self.sets.push(namespaces.to_vec());
+        self.index.insert(namespaces.to_vec(), code);
         code
     }
 
