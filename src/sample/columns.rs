@@ -930,7 +930,13 @@ impl TableBuilder {
     }
 
     fn push_cell(&mut self, key: &str, cell: Cell<'_>) -> Result<(), ColumnError> {
-        let index = match self.by_key.get(key) {
+        let index = self.column_index(key);
+        self.push_cell_at(index, self.rows, cell)
+    }
+
+    /// The index of the column of `key`, created empty if new.
+    fn column_index(&mut self, key: &str) -> usize {
+        match self.by_key.get(key) {
             Some(index) => *index,
             None => {
                 self.columns.push(ColumnBuilder {
@@ -941,9 +947,18 @@ impl TableBuilder {
                 self.by_key.insert(key.into(), self.columns.len() - 1);
                 self.columns.len() - 1
             }
-        };
+        }
+    }
+
+    /// Sets column `index` of row `row` (rows of one column arrive in increasing order).
+    fn push_cell_at(
+        &mut self,
+        index: usize,
+        row: usize,
+        cell: Cell<'_>,
+    ) -> Result<(), ColumnError> {
         let column = &mut self.columns[index];
-        let (word, bit) = (self.rows / 64, self.rows % 64);
+        let (word, bit) = (row / 64, row % 64);
         if column.words.len() <= word {
             column.words.resize(word + 1, 0);
         }
@@ -955,7 +970,23 @@ impl TableBuilder {
         column
             .values
             .push(cell)
-            .ok_or_else(|| ColumnError::TooLarge(key.replace(SEPARATOR, ".")))
+            .ok_or_else(|| ColumnError::TooLarge(column.key.replace(SEPARATOR, ".")))
+    }
+
+    /// Appends rows `rows` (in increasing order) of `table`, column by column, copying cells as
+    /// they are (no JSON is rebuilt or parsed).
+    fn push_table_rows(&mut self, table: &Table, rows: &[usize]) -> Result<(), ColumnError> {
+        let base = self.rows;
+        for column in &table.columns {
+            let index = self.column_index(&key_of(&column.segments));
+            for (offset, row) in rows.iter().enumerate() {
+                if let Some(cell) = column.cell(*row) {
+                    self.push_cell_at(index, base + offset, cell)?;
+                }
+            }
+        }
+        self.rows += rows.len();
+        Ok(())
     }
 
     /// Finishes the table.
@@ -1160,6 +1191,23 @@ impl ProfileTablesBuilder {
         }
         self.event_ends.push(self.events.rows());
         Ok(())
+    }
+
+    /// Appends profiles `rows` (in increasing order) of `tables` with their events, copying
+    /// their cells column by column: the same tables as pushing their JSON, without rebuilding it.
+    pub fn push_rows_of(
+        &mut self,
+        tables: &ProfileTables,
+        rows: &[usize],
+    ) -> Result<(), ColumnError> {
+        self.attributes.push_table_rows(&tables.attributes, rows)?;
+        let base = self.events.rows();
+        let mut event_rows = Vec::new();
+        for row in rows {
+            event_rows.extend(tables.event_range(*row));
+            self.event_ends.push(base + event_rows.len());
+        }
+        self.events.push_table_rows(&tables.events, &event_rows)
     }
 
     /// Finishes the tables.
@@ -1450,9 +1498,12 @@ mod tests {
 
     /// Evaluates every PQL vector on the columnar view and on the JSON view of the same fixture,
     /// with all fixtures in one table (so columns are sparse and mixed across rows, as in a real
-    /// sample); returns the differences and how many event columns hold instants. With `encoded`,
-    /// the tables are evaluated after a round trip through their byte encoding.
-    fn vector_differences(fixtures: &Map<String, Value>, encoded: bool) -> (Vec<String>, usize) {
+    /// sample); returns the differences and how many event columns hold instants. The tables are
+    /// evaluated after `transform` (a round trip through bytes, a copy, or nothing).
+    fn vector_differences(
+        fixtures: &Map<String, Value>,
+        transform: fn(ProfileTables) -> ProfileTables,
+    ) -> (Vec<String>, usize) {
         let vectors = vectors();
         let now = test_vectors::now(&vectors);
         let mut builder = ProfileTablesBuilder::default();
@@ -1467,10 +1518,7 @@ mod tests {
                 .push(&fixture["profile"], fixture["events"].as_array().unwrap())
                 .unwrap();
         }
-        let mut tables = builder.finish();
-        if encoded {
-            tables = encoded_and_decoded(&tables);
-        }
+        let tables = transform(builder.finish());
         let instant_columns = tables
             .events
             .columns
@@ -1509,12 +1557,36 @@ mod tests {
     fn every_pql_vector_evaluates_the_same_on_the_columns() {
         let vectors = vectors();
         let fixtures = vectors["fixtures"].as_object().unwrap();
-        let (differences, _) = vector_differences(fixtures, false);
+        let (differences, _) = vector_differences(fixtures, |tables| tables);
         assert!(differences.is_empty(), "{}", differences.join("\n"));
         // Again with every date-time in the canonical form, held as instants by the columns.
         let canonical = with_canonical_times(&vectors["fixtures"]);
         let (differences, instant_columns) =
-            vector_differences(canonical.as_object().unwrap(), false);
+            vector_differences(canonical.as_object().unwrap(), |tables| tables);
+        assert!(differences.is_empty(), "{}", differences.join("\n"));
+        assert!(instant_columns > 0);
+    }
+
+    /// Rows copied cell by cell into another builder (how samples are cut out of the columnar
+    /// snapshot), in two batches so columns appear part-way, answer every vector as the JSON does.
+    #[test]
+    fn copied_rows_answer_every_pql_vector_like_the_json() {
+        fn copied(tables: ProfileTables) -> ProfileTables {
+            let mut builder = ProfileTablesBuilder::default();
+            let half = tables.len() / 2;
+            let (first, second): (Vec<usize>, Vec<usize>) =
+                ((0..half).collect(), (half..tables.len()).collect());
+            builder.push_rows_of(&tables, &first).unwrap();
+            builder.push_rows_of(&tables, &second).unwrap();
+            builder.finish()
+        }
+        let vectors = vectors();
+        let fixtures = vectors["fixtures"].as_object().unwrap();
+        let (differences, _) = vector_differences(fixtures, copied);
+        assert!(differences.is_empty(), "{}", differences.join("\n"));
+        let canonical = with_canonical_times(&vectors["fixtures"]);
+        let (differences, instant_columns) =
+            vector_differences(canonical.as_object().unwrap(), copied);
         assert!(differences.is_empty(), "{}", differences.join("\n"));
         assert!(instant_columns > 0);
     }
@@ -1551,11 +1623,13 @@ mod tests {
     fn encoded_tables_answer_every_pql_vector_like_the_json() {
         let vectors = vectors();
         let fixtures = vectors["fixtures"].as_object().unwrap();
-        let (differences, _) = vector_differences(fixtures, true);
+        let (differences, _) = vector_differences(fixtures, |tables| encoded_and_decoded(&tables));
         assert!(differences.is_empty(), "{}", differences.join("\n"));
         let canonical = with_canonical_times(&vectors["fixtures"]);
         let (differences, instant_columns) =
-            vector_differences(canonical.as_object().unwrap(), true);
+            vector_differences(canonical.as_object().unwrap(), |tables| {
+                encoded_and_decoded(&tables)
+            });
         assert!(differences.is_empty(), "{}", differences.join("\n"));
         assert!(instant_columns > 0);
     }

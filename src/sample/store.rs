@@ -2,8 +2,8 @@
 //!
 //! A sample is built from the store's columnar snapshot ([`crate::snapshot`]) in two passes: the
 //! first reads every partition on every core and keeps the k smallest ranks (rank, XID, place) in
-//! bounded max-heaps, so memory is O(k) whatever the store size; the second copies the kept rows out
-//! of their partitions into the sample's tables, which are then put in rank order. The sample is
+//! bounded max-heaps, so memory is O(k) whatever the store size; the second copies the kept rows'
+//! cells out of their partitions into the sample's tables, which are then put in rank order. The sample is
 //! published as an `Arc`: a running preview keeps the sample it started on while a new one replaces
 //! it for later previews.
 //!
@@ -156,9 +156,9 @@ fn admit(heap: &mut BinaryHeap<Candidate>, capacity: usize, candidate: Candidate
 /// rebuilt from the store on the way).
 ///
 /// First pass, every core: each thread keeps the bottom-k candidates of the partitions it reads;
-/// the threads' heaps are merged into the store's bottom k. Second pass: the kept rows are rebuilt
-/// as JSON from their partitions' columns and flattened into the sample's tables, which are then
-/// selected column by column in rank order. `max_profiles` caps the sample below its tier's size
+/// the threads' heaps are merged into the store's bottom k. Second pass: the kept rows' cells are
+/// copied out of their partitions' columns into the sample's tables, which are then selected
+/// column by column in rank order. `max_profiles` caps the sample below its tier's size
 /// (`None`: the tier decides).
 ///
 /// The passes read the store at two moments \[I\]: a profile changed by a write in between is
@@ -230,26 +230,31 @@ pub fn build_sample(
         let Some(indexes) = wanted.get(&(partition.index as u32)) else {
             return ControlFlow::Continue(());
         };
-        for &index in indexes {
-            let candidate = &kept[index];
-            let row = match partition.xids.get(candidate.row as usize) {
-                Some(at_row) if **at_row == *candidate.xid => Some(candidate.row as usize),
-                _ => partition
-                    .xids
-                    .iter()
-                    .position(|other| **other == *candidate.xid),
-            };
-            let Some(row) = row else {
-                continue;
-            };
-            let attributes = partition.tables.attributes().materialize(row);
-            let events = partition.tables.materialize_events(row);
-            if let Err(error) = staging.push(&attributes, &events) {
-                failure = Some(error);
-                return ControlFlow::Break(());
-            }
+        // (row in the partition, kept candidate), in row order for the column copy.
+        let mut rows: Vec<(usize, usize)> = indexes
+            .iter()
+            .filter_map(|&index| {
+                let candidate = &kept[index];
+                let row = match partition.xids.get(candidate.row as usize) {
+                    Some(at_row) if **at_row == *candidate.xid => Some(candidate.row as usize),
+                    _ => partition
+                        .xids
+                        .iter()
+                        .position(|other| **other == *candidate.xid),
+                };
+                row.map(|row| (row, index))
+            })
+            .collect();
+        rows.sort_unstable();
+        let base = staging.len();
+        let partition_rows: Vec<usize> = rows.iter().map(|(row, _)| *row).collect();
+        if let Err(error) = staging.push_rows_of(&partition.tables, &partition_rows) {
+            failure = Some(error);
+            return ControlFlow::Break(());
+        }
+        for (offset, (row, index)) in rows.into_iter().enumerate() {
             found[index] = Some((
-                staging.len() - 1,
+                base + offset,
                 namespace_sets.intern(partition.namespaces(row)),
             ));
         }
@@ -395,9 +400,8 @@ mod tests {
         .unwrap()
     }
 
-    /// Sampled rows are copied out of the snapshot's columns by rebuilding their JSON: every
-    /// field and event of every profile comes through as the store merged it (date-times in the
-    /// canonical form the columns keep as instants; nulls, which the columns drop, left out).
+    /// Sampled rows are copied out of the snapshot's columns cell by cell: every field and event
+    /// of every profile comes through as the store merged it.
     #[test]
     fn sampled_profiles_hold_exactly_the_merged_attributes_and_events() {
         let dir = tempfile::tempdir().unwrap();
