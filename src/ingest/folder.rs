@@ -159,6 +159,15 @@ mod tests {
         (state, metadata, profiles, ingestor)
     }
 
+    fn load(
+        metadata: &MetadataStore,
+        ingestor: &Ingestor,
+        tenant: &Tenant,
+        dir: &Path,
+    ) -> Vec<Batch> {
+        ingest_folder(metadata, ingestor, tenant, dir, 0, &mut |_, _| {}).unwrap()
+    }
+
     #[test]
     fn a_generated_folder_loads_with_exact_counts() {
         let data = tempfile::tempdir().unwrap();
@@ -172,15 +181,7 @@ mod tests {
         let manifest = generate(&config, data.path(), &|| {}).unwrap();
         let (_state, metadata, profiles, ingestor) = stores();
         let tenant = Tenant::new("ORG@AdobeOrg", "prod");
-        let outcomes = ingest_folder(
-            &metadata,
-            &ingestor,
-            &tenant,
-            data.path(),
-            0,
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let outcomes = load(&metadata, &ingestor, &tenant, data.path());
 
         for (dataset, batch) in manifest.datasets.iter().zip(&outcomes) {
             assert_eq!(batch.status, BatchStatus::Success, "{:?}", batch.errors);
@@ -217,15 +218,7 @@ mod tests {
                 first_index,
             };
             generate(&config, data.path(), &|| {}).unwrap();
-            ingest_folder(
-                &metadata,
-                &ingestor,
-                &tenant,
-                data.path(),
-                0,
-                &mut |_, _| {},
-            )
-            .unwrap();
+            load(&metadata, &ingestor, &tenant, data.path());
             assert_eq!(
                 profiles.profile_count(&tenant).unwrap(),
                 expected,
