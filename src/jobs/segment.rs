@@ -664,8 +664,7 @@ fn evaluate_profile(
     mut qualified: impl FnMut(usize),
 ) {
     // Rebuilt on first need.
-    let mut materialize = Some(materialize);
-    let mut profile: Option<(Value, Vec<Value>)> = None;
+    let mut profile = std::cell::LazyCell::new(materialize);
     let mut memberships = match context.prior.get(xid) {
         Ok(memberships) => memberships,
         Err(error) => {
@@ -679,8 +678,7 @@ fn evaluate_profile(
         let qualifies = match precomputed(index) {
             Some(qualifies) => qualifies,
             None => {
-                let (attributes, events) =
-                    profile.get_or_insert_with(|| materialize.take().expect("materialized once")());
+                let (attributes, events) = std::cell::LazyCell::force_mut(&mut profile);
                 // inSegment sees this job's results for earlier definitions, and stored ones for
                 // others.
                 if let Value::Object(object) = attributes {

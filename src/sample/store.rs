@@ -138,17 +138,20 @@ struct Candidate {
     row: u32,
 }
 
-/// Admits `candidate` to a bottom-`capacity` heap if it ranks below the largest kept.
-fn admit(heap: &mut BinaryHeap<Candidate>, capacity: usize, candidate: Candidate) {
-    let admitted = heap.len() < capacity
-        || heap.peek().is_some_and(|largest| {
-            (candidate.rank, &*candidate.xid) < (largest.rank, &*largest.xid)
-        });
-    if admitted {
-        heap.push(candidate);
-        if heap.len() > capacity {
-            heap.pop();
-        }
+/// Whether a profile of `rank` and `xid` enters a bottom-`capacity` heap: asked before a
+/// candidate is built, so the XID is copied only for the few profiles that enter.
+fn admits(heap: &BinaryHeap<Candidate>, capacity: usize, rank: u64, xid: &str) -> bool {
+    heap.len() < capacity
+        || heap
+            .peek()
+            .is_some_and(|largest| (rank, xid) < (largest.rank, &*largest.xid))
+}
+
+/// Adds an admitted candidate, dropping the largest when over `capacity`.
+fn keep(heap: &mut BinaryHeap<Candidate>, capacity: usize, candidate: Candidate) {
+    heap.push(candidate);
+    if heap.len() > capacity {
+        heap.pop();
     }
 }
 
@@ -190,13 +193,16 @@ pub fn build_sample(
             move |partition: &Partition| {
                 *seen += partition.profiles_scanned;
                 for (row, profile_xid) in partition.xids.iter().enumerate() {
-                    let candidate = Candidate {
-                        rank: key.rank(profile_xid),
-                        xid: profile_xid.as_str().into(),
-                        partition: partition.index as u32,
-                        row: row as u32,
-                    };
-                    admit(heap, capacity, candidate);
+                    let rank = key.rank(profile_xid);
+                    if admits(heap, capacity, rank, profile_xid) {
+                        let candidate = Candidate {
+                            rank,
+                            xid: profile_xid.as_str().into(),
+                            partition: partition.index as u32,
+                            row: row as u32,
+                        };
+                        keep(heap, capacity, candidate);
+                    }
                 }
                 ControlFlow::Continue(())
             }
@@ -209,7 +215,9 @@ pub fn build_sample(
     for (thread_heap, thread_seen) in firsts {
         seen += thread_seen;
         for candidate in thread_heap {
-            admit(&mut heap, capacity, candidate);
+            if admits(&heap, capacity, candidate.rank, &candidate.xid) {
+                keep(&mut heap, capacity, candidate);
+            }
         }
     }
     let (size, tier) = sample_size_for(seen);

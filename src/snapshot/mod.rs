@@ -52,6 +52,8 @@ pub const DIR: &str = "columnar";
 
 const MAGIC: &[u8; 4] = b"SGCS";
 const FORMAT_VERSION: u8 = 1;
+/// Bytes of the magic, format and version that start every file.
+const HEADER_BYTES: usize = 13;
 const FILE_EXTENSION: &str = "cols";
 /// The name prefix of a partition file being written.
 const PARTIAL_PREFIX: &str = ".partial-";
@@ -167,60 +169,46 @@ impl Partition {
         bytes
     }
 
-    /// Reads a file written by [`Partition::encode`]; an error unless it is intact, of this
-    /// format and of `version`.
+    /// Reads a file written by [`Partition::encode`]; an error unless it is of this format and of
+    /// `version` (checked first, from the header, so a stale file is not checksummed) and intact.
     fn decode(index: usize, bytes: &[u8], version: u64) -> Result<Partition, DecodeError> {
+        match header_version(bytes) {
+            Some(written_at) if written_at == version => {}
+            Some(written_at) => {
+                return Err(DecodeError(format!(
+                    "stale: version {written_at}, not {version}"
+                )));
+            }
+            None => return Err(DecodeError("not a snapshot file of this format".into())),
+        }
         let damaged = || DecodeError("checksum mismatch".into());
         let (body, checksum) = bytes.split_last_chunk::<4>().ok_or_else(damaged)?;
         if crc32fast::hash(body) != u32::from_le_bytes(*checksum) {
             return Err(damaged());
         }
-        let body = body
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| DecodeError("not a snapshot file".into()))?;
+        let body = &body[HEADER_BYTES..];
         let mut reader = Reader::new(body);
-        let header = (|| -> Result<_, DecodeError> {
-            let format = reader.u8()?;
-            if format != FORMAT_VERSION {
-                return Err(DecodeError(format!("format {format}")));
+        let (profiles_scanned, skipped_large_graphs) = (reader.u64()?, reader.u64()?);
+        let set_count = reader.len(8)?;
+        let mut namespace_sets = Vec::with_capacity(set_count);
+        for _ in 0..set_count {
+            let names = reader.len(8)?;
+            namespace_sets.push(
+                (0..names)
+                    .map(|_| reader.str().map(str::to_owned))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        let rows = reader.len(16)?;
+        let (mut xids, mut namespace_set) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+        for _ in 0..rows {
+            xids.push(reader.str()?.to_owned());
+            let set = reader.u64()?;
+            if set >= set_count as u64 {
+                return Err(DecodeError("namespace set".into()));
             }
-            let written_at = reader.u64()?;
-            if written_at != version {
-                return Err(DecodeError(format!(
-                    "stale: version {written_at}, not {version}"
-                )));
-            }
-            let (profiles_scanned, skipped_large_graphs) = (reader.u64()?, reader.u64()?);
-            let set_count = reader.len(8)?;
-            let mut namespace_sets = Vec::with_capacity(set_count);
-            for _ in 0..set_count {
-                let names = reader.len(8)?;
-                namespace_sets.push(
-                    (0..names)
-                        .map(|_| reader.str().map(str::to_owned))
-                        .collect::<Result<Vec<_>, _>>()?,
-                );
-            }
-            let rows = reader.len(16)?;
-            let (mut xids, mut namespace_set) =
-                (Vec::with_capacity(rows), Vec::with_capacity(rows));
-            for _ in 0..rows {
-                xids.push(reader.str()?.to_owned());
-                let set = reader.u64()?;
-                if set >= set_count as u64 {
-                    return Err(DecodeError("namespace set".into()));
-                }
-                namespace_set.push(set as u32);
-            }
-            Ok((
-                profiles_scanned,
-                skipped_large_graphs,
-                namespace_sets,
-                xids,
-                namespace_set,
-            ))
-        })();
-        let (profiles_scanned, skipped_large_graphs, namespace_sets, xids, namespace_set) = header?;
+            namespace_set.push(set as u32);
+        }
         let (tables, read) = ProfileTables::decode(&body[reader.position()..])?;
         if reader.position() + read != body.len() || tables.len() != xids.len() {
             return Err(DecodeError("rows and tables disagree".into()));
@@ -434,9 +422,15 @@ fn load_or_build(
 
 /// The partition version a file's header names, without reading the rest.
 fn version_on_disk(path: &Path) -> Option<u64> {
-    let mut header = [0u8; 13];
+    let mut header = [0u8; HEADER_BYTES];
     std::io::Read::read_exact(&mut std::fs::File::open(path).ok()?, &mut header).ok()?;
-    let rest = header.strip_prefix(MAGIC)?;
+    header_version(&header)
+}
+
+/// The partition version named by a file's header (magic, format, version), if it is a snapshot
+/// file of this format.
+fn header_version(bytes: &[u8]) -> Option<u64> {
+    let rest = bytes.get(..HEADER_BYTES)?.strip_prefix(MAGIC)?;
     let (format, version) = rest.split_first()?;
     let version = u64::from_le_bytes(version.try_into().ok()?);
     (*format == FORMAT_VERSION).then_some(version)

@@ -10,8 +10,8 @@
 
 use super::{Codes, Column, OwnedCell, Presence, ProfileTables, Strings, Table, Values};
 
-/// The version byte of encoded tables.
-const FORMAT_VERSION: u8 = 1;
+/// The version byte of encoded tables (2: dictionaries before their codes).
+const FORMAT_VERSION: u8 = 2;
 
 /// Why encoded tables could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +152,8 @@ impl Writer<'_> {
             }
             Values::Dictionary { codes, dictionary } => {
                 self.u8(4);
-                self.codes(codes);
                 self.strings(dictionary);
+                self.codes(codes);
             }
             Values::Plain(strings) => {
                 self.u8(5);
@@ -161,8 +161,8 @@ impl Writer<'_> {
             }
             Values::Json { codes, dictionary } => {
                 self.u8(6);
-                self.codes(codes);
                 self.strings(dictionary);
+                self.codes(codes);
             }
             Values::Mixed(cells) => {
                 self.u8(7);
@@ -298,18 +298,10 @@ impl<'a> Reader<'a> {
         Ok(codes)
     }
 
-    /// Codes then their dictionary, as written; codes are checked once the dictionary is read.
+    /// A dictionary then its codes, each checked against the dictionary's length.
     fn coded(&mut self) -> Result<(Codes, Strings), DecodeError> {
-        let mark = self.at;
-        // Skip the codes to read the dictionary's length first.
-        let width = self.u8()? as usize;
-        let count = self.len(width)?;
-        self.take(count * width)?;
         let dictionary = self.strings()?;
-        let end = self.at;
-        self.at = mark;
         let codes = self.codes(dictionary.len())?;
-        self.at = end;
         Ok((codes, dictionary))
     }
 
