@@ -11,7 +11,7 @@
 //! while the dataset is disabled never reaches Profile"); other batches are validated and counted but
 //! not stored, since segmentd keeps no data lake.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::catalog::batches::{
@@ -20,9 +20,10 @@ use crate::catalog::batches::{
 use crate::catalog::datasets::{Dataset, EVENT_SCHEMA, PROFILE_SCHEMA};
 use crate::catalog::files::{BatchFiles, StagedFile};
 use crate::clock::Clock;
-use crate::ingest::validate::{self, IngestError, ReadError, RowReader};
+use crate::ingest::pipeline::{BatchSource, PipelineItem, prepare_files};
+use crate::ingest::validate::{self, IngestError};
 use crate::store::metadata::{MetadataStore, StoreError};
-use crate::store::profiles::{ProfileStore, ProfileStoreError, RecordKind};
+use crate::store::profiles::{PreparedRow, ProfileStore, ProfileStoreError, RecordKind};
 use crate::tenant::Tenant;
 
 /// Row errors listed one by one on a batch; beyond this they are only counted in the summary entry.
@@ -106,30 +107,37 @@ pub fn process_files(
         return Ok(outcome);
     }
 
-    // One pass: valid rows stream into one store transaction while row errors are recorded; an
-    // unreadable file abandons the transaction, so the batch is stored whole or not at all.
-    let mut rows = BatchRows {
-        files,
+    // One pass: files are read and rows prepared on every core while valid rows stream into one
+    // store transaction and row errors are recorded; an unreadable file abandons the transaction,
+    // so the batch is stored whole or not at all.
+    let paths: Vec<PathBuf> = files.iter().map(|file| file.path.clone()).collect();
+    let source = BatchSource {
+        files: &paths,
         format,
         kind,
-        next_file: 0,
-        reader: None,
-        outcome: &mut outcome,
-        file_error: None,
+        dataset_id,
     };
-    if dataset.tag_enabled("unifiedProfile") {
-        match store.apply_rows(tenant, dataset_id, kind, &mut rows) {
-            Err(ProfileStoreError::Aborted(_)) => {}
-            other => {
-                other?;
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let file_error = prepare_files(&source, workers, |items| {
+        let mut rows = BatchRows {
+            items,
+            files,
+            outcome: &mut outcome,
+            file_error: None,
+        };
+        if dataset.tag_enabled("unifiedProfile") {
+            match store.apply_prepared(tenant, dataset_id, &mut rows) {
+                Err(ProfileStoreError::Aborted(_)) => {}
+                other => {
+                    other?;
+                }
             }
+        } else {
+            // Not profile-enabled: validated and counted, not stored (see the module documentation).
+            rows.by_ref().for_each(drop);
         }
-    } else {
-        // Not profile-enabled: validated and counted, not stored (see the module documentation).
-        rows.by_ref().for_each(drop);
-    }
-    let file_error = rows.file_error.take();
-    drop(rows);
+        Ok::<_, ProfileStoreError>(rows.file_error)
+    })?;
     if let Some((file, error)) = file_error {
         return Ok(failed_file(outcome, file, &error));
     }
@@ -161,63 +169,48 @@ pub fn process_files(
 /// The valid rows of a batch's files, in order, counting and recording invalid ones on the way.
 ///
 /// Yields `Ok(row)` for each valid row and one final `Err` when a file cannot be opened or read, which
-/// makes [`ProfileStore::apply_rows`] abandon the batch.
-struct BatchRows<'files, 'out> {
+/// makes [`ProfileStore::apply_prepared`] abandon the batch.
+struct BatchRows<'items, 'files, 'out> {
+    items: &'items mut dyn Iterator<Item = PipelineItem>,
     files: &'files [StagedFile],
-    format: validate::InputFormat,
-    kind: RecordKind,
-    next_file: usize,
-    reader: Option<(&'files StagedFile, RowReader)>,
     outcome: &'out mut BatchOutcome,
     file_error: Option<(&'files StagedFile, IngestError)>,
 }
 
-impl Iterator for BatchRows<'_, '_> {
-    type Item = Result<serde_json::Value, String>;
+impl Iterator for BatchRows<'_, '_, '_> {
+    type Item = Result<PreparedRow, ProfileStoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.file_error.is_some() {
-                return None;
-            }
-            let Some((file, reader)) = &mut self.reader else {
-                let file = self.files.get(self.next_file)?;
-                self.next_file += 1;
-                match RowReader::open_as(&file.path, self.format, self.kind) {
-                    Ok(reader) => self.reader = Some((file, reader)),
-                    Err(error) => {
-                        let message = error.to_string();
-                        self.file_error = Some((file, error));
-                        return Some(Err(message));
-                    }
-                }
-                continue;
-            };
-            let file: &StagedFile = file;
-            match reader.next() {
-                None => self.reader = None,
-                Some(Ok(row)) => {
+            match self.items.next()? {
+                PipelineItem::Row {
+                    prepared: Ok(row), ..
+                } => {
                     self.outcome.metrics.input_record_count += 1;
                     self.outcome.metrics.output_record_count += 1;
                     return Some(Ok(row));
                 }
-                Some(Err(ReadError::Row(error))) => {
+                PipelineItem::Row {
+                    file,
+                    row,
+                    prepared: Err(reason),
+                } => {
                     self.outcome.metrics.input_record_count += 1;
                     self.outcome.metrics.failed_record_count += 1;
                     if self.outcome.errors.len() < MAX_LISTED_ROW_ERRORS {
                         self.outcome.errors.push(BatchError {
                             code: ROW_ERROR_CODE.into(),
-                            description: error.reason,
-                            file: Some(file.name.clone()),
-                            rows: vec![error.row as u64],
+                            description: reason,
+                            file: Some(self.files[file].name.clone()),
+                            rows: vec![row as u64],
                             record_count: Some(1),
                         });
                     }
                 }
-                Some(Err(ReadError::File(error))) => {
+                PipelineItem::FileError { file, error } => {
                     let message = error.to_string();
-                    self.file_error = Some((file, error));
-                    return Some(Err(message));
+                    self.file_error = Some((&self.files[file], error));
+                    return Some(Err(ProfileStoreError::Aborted(message)));
                 }
             }
         }

@@ -9,6 +9,7 @@
 //! the number is the line to fix), a JSON array counts elements, Parquet counts
 //! rows across row groups.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -266,24 +267,82 @@ fn find_null(value: &Value, path: &mut Vec<String>) -> Option<String> {
     }
 }
 
-/// Streams the rows of a file, validated for `kind`.
-///
-/// Yields `Ok(row)` for each valid row, `Err(ReadError::Row)` for each bad one,
-/// and at most one final `Err(ReadError::File)` if the file becomes unreadable.
-pub struct RowReader {
-    kind: RecordKind,
-    source: Source,
-    failed: bool,
+/// A run of consecutive rows of one file as read, before parsing and validation: what one worker
+/// of batch ingestion takes at a time (`crate::ingest::pipeline`). JSON rows share one text buffer,
+/// so reading a chunk costs one allocation, not one per row.
+#[derive(Debug, Default)]
+pub struct RawChunk {
+    text: Vec<u8>,
+    rows: Vec<RawEntry>,
 }
 
-/// A row number with the parsed row and its JSON size, or why it did not parse.
-type RawRow = (usize, Result<(Value, usize), String>);
+#[derive(Debug)]
+enum RawEntry {
+    /// A JSON row: its number and its bytes in the chunk's text.
+    Text(usize, std::ops::Range<usize>),
+    /// A row converted from Parquet: its number and value.
+    Parsed(usize, Value),
+}
+
+impl RawChunk {
+    /// Returns the number of rows in the chunk.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Tells whether the chunk holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Returns the bytes of JSON text held.
+    pub fn text_bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Empties the chunk, keeping its buffers.
+    fn clear(&mut self) {
+        self.text.clear();
+        self.rows.clear();
+    }
+
+    /// Parses and validates every row for `kind`, in order: each row's number and the row, or why
+    /// it was rejected.
+    pub fn check(
+        &self,
+        kind: RecordKind,
+    ) -> impl Iterator<Item = (usize, Result<Cow<'_, Value>, String>)> {
+        self.rows.iter().map(move |entry| match entry {
+            RawEntry::Text(row, range) => {
+                let bytes = &self.text[range.clone()];
+                let checked = serde_json::from_slice::<Value>(bytes)
+                    .map_err(|e| format!("malformed json: {e}"))
+                    .and_then(|value| {
+                        validate_row(kind, &value, bytes.len())?;
+                        Ok(Cow::Owned(value))
+                    });
+                (*row, checked)
+            }
+            RawEntry::Parsed(row, value) => {
+                let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+                (
+                    *row,
+                    validate_row(kind, value, size).map(|()| Cow::Borrowed(value)),
+                )
+            }
+        })
+    }
+}
+
+/// Streams the rows of a file, unparsed, into [`RawChunk`]s.
+pub struct RawReader {
+    source: Source,
+}
 
 enum Source {
     JsonLines {
         reader: BufReader<File>,
         line: usize,
-        buffer: Vec<u8>,
     },
     JsonArray {
         splitter: ArraySplitter<BufReader<File>>,
@@ -296,24 +355,14 @@ enum Source {
     },
 }
 
-impl RowReader {
-    /// Opens `path`, detecting its format from the name.
-    pub fn open(path: &Path, kind: RecordKind) -> Result<Self, IngestError> {
-        Self::open_as(path, InputFormat::detect(path)?, kind)
-    }
-
+impl RawReader {
     /// Opens `path` in the given format.
-    pub fn open_as(
-        path: &Path,
-        format: InputFormat,
-        kind: RecordKind,
-    ) -> Result<Self, IngestError> {
+    pub fn open(path: &Path, format: InputFormat) -> Result<Self, IngestError> {
         let file = File::open(path)?;
         let source = match format {
             InputFormat::JsonLines => Source::JsonLines {
                 reader: BufReader::new(file),
                 line: 0,
-                buffer: Vec::new(),
             },
             InputFormat::JsonArray => Source::JsonArray {
                 splitter: ArraySplitter::new(BufReader::new(file)),
@@ -327,45 +376,39 @@ impl RowReader {
                 row: 0,
             },
         };
-        Ok(Self {
-            kind,
-            source,
-            failed: false,
-        })
+        Ok(Self { source })
     }
 
-    /// Reads the next raw row: its number, and the parsed value with its JSON size.
-    fn next_raw(&mut self) -> Option<Result<RawRow, IngestError>> {
+    /// Appends the next row to `chunk`; returns `false` at the end of the file. After an error the
+    /// file is unreadable from there on.
+    pub fn read_into(&mut self, chunk: &mut RawChunk) -> Result<bool, IngestError> {
         match &mut self.source {
-            Source::JsonLines {
-                reader,
-                line,
-                buffer,
-            } => loop {
-                buffer.clear();
-                match reader.read_until(b'\n', buffer) {
-                    Ok(0) => return None,
-                    Ok(_) => *line += 1,
-                    Err(error) => return Some(Err(error.into())),
+            Source::JsonLines { reader, line } => loop {
+                let start = chunk.text.len();
+                if reader.read_until(b'\n', &mut chunk.text)? == 0 {
+                    return Ok(false);
                 }
-                if buffer.iter().all(u8::is_ascii_whitespace) {
+                *line += 1;
+                if chunk.text[start..].iter().all(u8::is_ascii_whitespace) {
+                    chunk.text.truncate(start);
                     continue;
                 }
-                let parsed = serde_json::from_slice::<Value>(buffer)
-                    .map(|v| (v, buffer.len()))
-                    .map_err(|e| format!("malformed json: {e}"));
-                return Some(Ok((*line, parsed)));
+                chunk
+                    .rows
+                    .push(RawEntry::Text(*line, start..chunk.text.len()));
+                return Ok(true);
             },
-            Source::JsonArray { splitter, element } => match splitter.next_element() {
-                Ok(None) => None,
-                Ok(Some(bytes)) => {
+            Source::JsonArray { splitter, element } => match splitter.next_element()? {
+                None => Ok(false),
+                Some(bytes) => {
                     *element += 1;
-                    let parsed = serde_json::from_slice::<Value>(bytes)
-                        .map(|v| (v, bytes.len()))
-                        .map_err(|e| format!("malformed json: {e}"));
-                    Some(Ok((*element, parsed)))
+                    let start = chunk.text.len();
+                    chunk.text.extend_from_slice(bytes);
+                    chunk
+                        .rows
+                        .push(RawEntry::Text(*element, start..chunk.text.len()));
+                    Ok(true)
                 }
-                Err(error) => Some(Err(error)),
             },
             Source::Parquet {
                 reader,
@@ -373,20 +416,42 @@ impl RowReader {
                 row,
             } => {
                 if pending.is_empty() {
-                    match reader.next()? {
-                        Ok(batch) => match super::arrow_json::batch_to_rows(&batch) {
-                            Ok(rows) => pending.extend(rows),
-                            Err(error) => return Some(Err(error.into())),
-                        },
-                        Err(error) => return Some(Err(error.into())),
+                    match reader.next() {
+                        None => return Ok(false),
+                        Some(batch) => pending.extend(super::arrow_json::batch_to_rows(&batch?)?),
                     }
                 }
-                let value = pending.pop_front()?;
+                let Some(value) = pending.pop_front() else {
+                    return Ok(false);
+                };
                 *row += 1;
-                let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
-                Some(Ok((*row, Ok((value, size)))))
+                chunk.rows.push(RawEntry::Parsed(*row, value));
+                Ok(true)
             }
         }
+    }
+}
+
+/// Streams the rows of a file, validated for `kind`, one at a time.
+///
+/// Yields `Ok(row)` for each valid row, `Err(ReadError::Row)` for each bad one,
+/// and at most one final `Err(ReadError::File)` if the file becomes unreadable.
+pub struct RowReader {
+    kind: RecordKind,
+    raw: RawReader,
+    chunk: RawChunk,
+    failed: bool,
+}
+
+impl RowReader {
+    /// Opens `path`, detecting its format from the name.
+    pub fn open(path: &Path, kind: RecordKind) -> Result<Self, IngestError> {
+        Ok(Self {
+            kind,
+            raw: RawReader::open(path, InputFormat::detect(path)?)?,
+            chunk: RawChunk::default(),
+            failed: false,
+        })
     }
 }
 
@@ -397,16 +462,21 @@ impl Iterator for RowReader {
         if self.failed {
             return None;
         }
-        match self.next_raw()? {
+        self.chunk.clear();
+        match self.raw.read_into(&mut self.chunk) {
+            Ok(false) => None,
             Err(error) => {
                 self.failed = true;
                 Some(Err(ReadError::File(error)))
             }
-            Ok((row, Err(reason))) => Some(Err(ReadError::Row(RowError { row, reason }))),
-            Ok((row, Ok((value, size)))) => Some(match validate_row(self.kind, &value, size) {
-                Ok(()) => Ok(value),
-                Err(reason) => Err(ReadError::Row(RowError { row, reason })),
-            }),
+            Ok(true) => {
+                let (row, checked) = self.chunk.check(self.kind).next()?;
+                Some(
+                    checked
+                        .map(Cow::into_owned)
+                        .map_err(|reason| ReadError::Row(RowError { row, reason })),
+                )
+            }
         }
     }
 }

@@ -74,6 +74,7 @@ mod codec;
 pub mod identity;
 pub mod merge;
 pub mod packed;
+mod prepare;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -89,6 +90,8 @@ pub use identity::Identity;
 pub use merge::{
     AttributeMerge, IdentityGraph, MergePolicy, MergedProfile, NamespaceSets, ProfileEvent,
 };
+use prepare::PreparedContent;
+pub use prepare::PreparedRow;
 
 /// The file name of the store inside its directory.
 pub const DB_FILE: &str = "profiles.redb";
@@ -283,19 +286,27 @@ impl ProfileStore {
         kind: RecordKind,
         rows: impl IntoIterator<Item = Value>,
     ) -> Result<ApplyReport, ProfileStoreError> {
-        self.apply_rows(tenant, dataset_id, kind, rows.into_iter().map(Ok))
+        let prepared = rows.into_iter().enumerate().map(|(index, row)| {
+            PreparedRow::new(kind, dataset_id, &row).map_err(|reason| {
+                ProfileStoreError::InvalidRow {
+                    row: index + 1,
+                    reason,
+                }
+            })
+        });
+        self.apply_prepared(tenant, dataset_id, prepared)
     }
 
-    /// Like [`ProfileStore::apply_batch`] for a row source that can fail part-way (a file that
-    /// becomes unreadable): the first `Err` abandons the transaction, so nothing of the batch is
-    /// stored, and is returned as [`ProfileStoreError::Aborted`]. This lets a caller validate and
+    /// Stores rows prepared by [`PreparedRow::new`] (on any thread) in one durable transaction,
+    /// like [`ProfileStore::apply_batch`]. The row source may fail part-way (a file that becomes
+    /// unreadable, a row the caller rejects): the first `Err` abandons the transaction, so nothing
+    /// of the batch is stored, and is returned as it is. This lets a caller validate, prepare and
     /// store in one pass over its files.
-    pub fn apply_rows(
+    pub fn apply_prepared(
         &self,
         tenant: &Tenant,
         dataset_id: &str,
-        kind: RecordKind,
-        rows: impl IntoIterator<Item = Result<Value, String>>,
+        rows: impl IntoIterator<Item = Result<PreparedRow, ProfileStoreError>>,
     ) -> Result<ApplyReport, ProfileStoreError> {
         let txn = self.db.begin_write()?;
         let report = {
@@ -306,20 +317,8 @@ impl ProfileStore {
             writer.partition_persons = self.partition_persons;
             let ingest_ms = self.clock.now().timestamp_millis();
             let mut rows_stored = 0;
-            for (index, row) in rows.into_iter().enumerate() {
-                let row = row.map_err(ProfileStoreError::Aborted)?;
-                let invalid = |reason: String| ProfileStoreError::InvalidRow {
-                    row: index + 1,
-                    reason,
-                };
-                match kind {
-                    RecordKind::Profile => writer
-                        .add_record(dataset_id, &row, ingest_ms)
-                        .map_err(|e| e.or_row(invalid))?,
-                    RecordKind::Event => writer
-                        .add_event(dataset_id, &row)
-                        .map_err(|e| e.or_row(invalid))?,
-                }
+            for row in rows {
+                writer.add(dataset_id, row?, ingest_ms)?;
                 rows_stored += 1;
             }
             writer.finish()?;
@@ -724,17 +723,6 @@ where
     Ok(stats)
 }
 
-impl ProfileStoreError {
-    /// Gives a row-level error raised by the batch writer (which does not know
-    /// row numbers) its row number; other errors pass through.
-    fn or_row(self, invalid: impl FnOnce(String) -> ProfileStoreError) -> ProfileStoreError {
-        match self {
-            ProfileStoreError::InvalidRow { reason, .. } => invalid(reason),
-            other => other,
-        }
-    }
-}
-
 /// The open tables of one write transaction.
 struct Tables<'txn> {
     tenants: Table<'txn, &'static str, u32>,
@@ -857,99 +845,59 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         })
     }
 
-    fn add_record(
+    /// Adds one prepared row to the person of its identities; `ingest_ms` stamps records that
+    /// carry no `extSourceSystemAudit.lastUpdatedDate`.
+    fn add(
         &mut self,
         dataset_id: &str,
-        row: &Value,
+        row: PreparedRow,
         ingest_ms: i64,
     ) -> Result<(), ProfileStoreError> {
-        let identities = identity::row_identities(row).map_err(row_error)?;
-        let primary = identities
-            .iter()
-            .find(|i| i.primary)
-            .expect("one identity is primary")
-            .key();
-        let effective_ts = row
-            .get("extSourceSystemAudit")
-            .and_then(|audit| audit.get("lastUpdatedDate"))
-            .map(|value| {
-                parse_timestamp(value).ok_or_else(|| {
-                    row_error("extSourceSystemAudit.lastUpdatedDate is not a date-time".into())
-                })
-            })
-            .transpose()?
-            .unwrap_or(ingest_ms);
-        let person_id = self.link(&identities)?;
-        let fragment = Fragment {
-            dataset_id: dataset_id.to_owned(),
+        self.pending_bytes += row.pending_bytes();
+        let PreparedRow {
+            mut identity_keys,
             primary,
-            effective_ts,
-            batch_seq: self.batch_seq,
-            body: serde_json::to_string(row)?,
-        };
-        self.pending_bytes += fragment.body.len() + fragment.primary.len();
-        let header = &mut self
-            .pending
-            .get_mut(&person_id)
-            .expect("linked person is loaded")
-            .header;
-        match header
-            .fragments
-            .iter_mut()
-            .find(|f| f.dataset_id == fragment.dataset_id && f.primary == fragment.primary)
-        {
-            Some(existing) => *existing = fragment,
-            None => header.fragments.push(fragment),
-        }
-        if self.pending_bytes > self.flush_bytes {
-            self.write_pending()?;
-        }
-        Ok(())
-    }
-
-    fn add_event(&mut self, dataset_id: &str, row: &Value) -> Result<(), ProfileStoreError> {
-        let identities = identity::row_identities(row).map_err(row_error)?;
-        let id = match row.get("_id") {
-            Some(Value::String(id)) if !id.is_empty() => id.as_str(),
-            _ => return Err(row_error("event has no string _id".into())),
-        };
-        let timestamp_ms = row
-            .get("timestamp")
-            .and_then(parse_timestamp)
-            .ok_or_else(|| row_error("event has no valid timestamp".into()))?;
-        let primary = identities
-            .iter()
-            .find(|i| i.primary)
-            .expect("one identity is primary")
-            .key();
-        let person_id = self.link(&identities)?;
+            content,
+        } = row;
+        let person_id = self.link(&identity_keys)?;
         let pending = self
             .pending
             .get_mut(&person_id)
             .expect("linked person is loaded");
-        let before = pending.new_events.bytes.len();
-        codec::push_event_value(
-            &mut pending.new_events,
-            timestamp_ms,
-            dataset_id,
-            &primary,
-            id,
-            row,
-        );
-        pending.new_event_count += 1;
-        self.pending_bytes += pending.new_events.bytes.len() - before;
+        match content {
+            PreparedContent::Record { effective_ts, body } => {
+                let fragment = Fragment {
+                    dataset_id: dataset_id.to_owned(),
+                    primary: identity_keys.swap_remove(primary),
+                    effective_ts: effective_ts.unwrap_or(ingest_ms),
+                    batch_seq: self.batch_seq,
+                    body,
+                };
+                let fragments = &mut pending.header.fragments;
+                match fragments
+                    .iter_mut()
+                    .find(|f| f.dataset_id == fragment.dataset_id && f.primary == fragment.primary)
+                {
+                    Some(existing) => *existing = fragment,
+                    None => fragments.push(fragment),
+                }
+            }
+            PreparedContent::Event { encoded } => {
+                pending.new_events.bytes.extend_from_slice(&encoded);
+                pending.new_event_count += 1;
+            }
+        }
         if self.pending_bytes > self.flush_bytes {
             self.write_pending()?;
         }
         Ok(())
     }
 
-    /// Links a row's identities into the graph and returns the (loaded) person
+    /// Links a row's identities (graph keys) into the graph and returns the (loaded) person
     /// they now all belong to.
-    fn link(&mut self, identities: &[Identity]) -> Result<u64, ProfileStoreError> {
-        let keys: Vec<String> = identities.iter().map(Identity::key).collect();
+    fn link(&mut self, keys: &[String]) -> Result<u64, ProfileStoreError> {
         let mut owners: Vec<Option<u64>> = Vec::with_capacity(keys.len());
-        for key in &keys {
+        for key in keys {
             owners.push(
                 self.tables
                     .ids
@@ -991,13 +939,13 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             .get_mut(&target)
             .expect("target is loaded")
             .header;
-        for (key, owner) in keys.into_iter().zip(owners) {
+        for (key, owner) in keys.iter().zip(owners) {
             // Identities that belonged to an absorbed person were re-pointed by `absorb`.
             if owner.is_none() {
                 self.tables
                     .ids
-                    .insert(id_key(self.tenant_id, &key).as_slice(), target)?;
-                header.identities.push(key);
+                    .insert(id_key(self.tenant_id, key).as_slice(), target)?;
+                header.identities.push(key.clone());
             }
         }
         Ok(target)
@@ -1187,11 +1135,6 @@ fn compact_chunks(
     header.chunk_count = 1;
     header.event_count = count;
     Ok(())
-}
-
-/// Builds a row-level error whose row number is filled in by `apply_batch`.
-fn row_error(reason: String) -> ProfileStoreError {
-    ProfileStoreError::InvalidRow { row: 0, reason }
 }
 
 /// Parses an XDM date-time: an ISO 8601 string or epoch milliseconds (§4.7).
