@@ -189,12 +189,7 @@ fn prepare_chunks(
         };
         let rows = chunk
             .rows
-            .check(source.kind)
-            .map(|(row, checked)| {
-                let prepared = checked
-                    .and_then(|value| PreparedRow::new(source.kind, source.dataset_id, &value));
-                (row, prepared)
-            })
+            .prepare(source.kind, source.dataset_id)
             .collect();
         let prepared = PreparedChunk {
             seq: chunk.seq,

@@ -18,8 +18,8 @@ use std::path::Path;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde_json::Value;
 
-use crate::store::profiles::identity::row_identities;
-use crate::store::profiles::{RecordKind, parse_timestamp};
+use crate::store::profiles::identity::{identity_map_identities, row_identities};
+use crate::store::profiles::{PreparedRow, RecordKind, packed, parse_timestamp};
 
 /// Largest Individual Profile record accepted, in bytes of JSON (§4.9).
 pub const MAX_RECORD_BYTES: usize = 100 * 1024;
@@ -312,7 +312,38 @@ impl RawChunk {
         &self,
         kind: RecordKind,
     ) -> impl Iterator<Item = (usize, Result<Cow<'_, Value>, String>)> {
-        self.rows.iter().map(move |entry| match entry {
+        self.rows.iter().map(move |entry| self.check_entry(kind, entry))
+    }
+
+    /// Validates every row for `kind` and prepares it for the store, in order: each row's number
+    /// and the prepared row, or why it was rejected. Events given as JSON text take
+    /// [`prepare_event_text`]'s way when they can.
+    pub fn prepare<'a>(
+        &'a self,
+        kind: RecordKind,
+        dataset_id: &'a str,
+    ) -> impl Iterator<Item = (usize, Result<PreparedRow, String>)> + 'a {
+        let mut packed_body = Vec::new();
+        self.rows.iter().map(move |entry| {
+            if let (RecordKind::Event, RawEntry::Text(row, range)) = (kind, entry) {
+                let json = &self.text[range.clone()];
+                if let Some(prepared) = prepare_event_text(json, dataset_id, &mut packed_body) {
+                    return (*row, Ok(prepared));
+                }
+            }
+            let (row, checked) = self.check_entry(kind, entry);
+            let prepared =
+                checked.and_then(|value| PreparedRow::new(kind, dataset_id, &value));
+            (row, prepared)
+        })
+    }
+
+    fn check_entry<'a>(
+        &'a self,
+        kind: RecordKind,
+        entry: &'a RawEntry,
+    ) -> (usize, Result<Cow<'a, Value>, String>) {
+        match entry {
             RawEntry::Text(row, range) => {
                 let bytes = &self.text[range.clone()];
                 let checked = serde_json::from_slice::<Value>(bytes)
@@ -325,13 +356,63 @@ impl RawChunk {
             }
             RawEntry::Parsed(row, value) => {
                 let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
-                (
-                    *row,
-                    validate_row(kind, value, size).map(|()| Cow::Borrowed(value)),
-                )
+                (*row, validate_row(kind, value, size).map(|()| Cow::Borrowed(value)))
             }
-        })
+        }
     }
+}
+
+/// Checks and prepares an event from its JSON text without building a `serde_json::Value`: the
+/// text is packed as it is parsed ([`packed::transcode_json`]) and the checks of
+/// [`validate_row`] and [`PreparedRow::new`] read the few fields they need from the packed bytes.
+///
+/// Returns `None` unless the row passes all of them; the caller then takes the slow way, which
+/// words the reason (or accepts the rare valid row this way leaves to it: one that repeats a key).
+/// So this way never accepts a row the slow way rejects, and its rows are byte for byte the slow
+/// way's (tested). `packed_body` is a buffer reused between rows.
+fn prepare_event_text(
+    json: &[u8],
+    dataset_id: &str,
+    packed_body: &mut Vec<u8>,
+) -> Option<PreparedRow> {
+    if json.len() > MAX_EVENT_BYTES {
+        return None;
+    }
+    packed_body.clear();
+    let flags = packed::transcode_json(json, packed_body).ok()?;
+    if flags.has_null || flags.has_duplicate_key {
+        return None;
+    }
+    let body = packed_body.as_slice();
+    // The row's top-level entries, read once: every checked path starts among them.
+    let top: Vec<(&[u8], &[u8])> = packed::fields(body)?.collect();
+    let value_at = |path: &str| -> Option<Value> {
+        let mut parts = path.split('.');
+        let first = parts.next()?.as_bytes();
+        let (_, start) = top.iter().find(|(name, _)| *name == first)?;
+        let packed = parts.try_fold(*start, |node, part| packed::field(node, part))?;
+        packed::to_value(packed).ok()
+    };
+    let identities = identity_map_identities(Some(&value_at("identityMap")?)).ok()?;
+    let id = match value_at("_id")? {
+        Value::String(id) if !id.is_empty() => id,
+        _ => return None,
+    };
+    let timestamp_ms = parse_timestamp(&value_at("timestamp")?)?;
+    for (path, expected) in TYPED_FIELDS {
+        if let Some(value) = value_at(path)
+            && !expected.accepts(&value)
+        {
+            return None;
+        }
+    }
+    Some(PreparedRow::packed_event(
+        dataset_id,
+        &identities,
+        &id,
+        timestamp_ms,
+        body,
+    ))
 }
 
 /// Streams the rows of a file, unparsed, into [`RawChunk`]s.
@@ -715,5 +796,83 @@ mod tests {
                 .contains("limit")
         );
         assert!(validate_row(RecordKind::Profile, &row, MAX_EVENT_BYTES + 1).is_ok());
+    }
+
+    /// The slow way of preparing an event row: parse, validate, prepare.
+    fn prepare_slowly(json: &str) -> Result<PreparedRow, String> {
+        let value: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        validate_row(RecordKind::Event, &value, json.len())?;
+        PreparedRow::new(RecordKind::Event, "web", &value)
+    }
+
+    /// Events prepared straight from their text are those prepared from their parsed value, and
+    /// the fast way accepts no row the slow way rejects: on every generated event and on rows that
+    /// break each check.
+    #[test]
+    fn events_prepared_from_text_are_those_of_the_checked_way() {
+        let data = tempfile::tempdir().unwrap();
+        let config = crate::ingest::generate::GenerateConfig {
+            profiles: 300,
+            seed: 3,
+            now_ms: crate::ingest::generate::DEFAULT_NOW_MS,
+            threads: 1,
+            first_index: 0,
+        };
+        let manifest = crate::ingest::generate::generate(&config, data.path(), &|| {}).unwrap();
+        let mut generated = Vec::new();
+        for dataset in manifest.datasets.iter().filter(|d| d.kind == RecordKind::Event) {
+            for file in &dataset.files {
+                let text = std::fs::read_to_string(data.path().join(file)).unwrap();
+                generated.extend(text.lines().map(str::to_owned));
+            }
+        }
+        assert!(generated.len() > 1_000, "{} events", generated.len());
+        let mut buffer = Vec::new();
+        for json in &generated {
+            let fast = prepare_event_text(json.as_bytes(), "web", &mut buffer);
+            assert_eq!(fast.ok_or_else(|| "fast way refused".to_owned()), prepare_slowly(json), "{json}");
+        }
+
+        let ok = json!({"_id": "e1", "timestamp": "2024-06-01T00:00:00Z", "eventType": "x",
+                        "identityMap": {"ECID": [{"id": ECID, "primary": true}]},
+                        "web": {"webPageDetails": {"isHomePage": true, "name": "caf\u{e9} \"x\""}},
+                        "commerce": {"order": {"priceTotal": 1.5, "currencyCode": "USD"}},
+                        "productListItems": [{"SKU": "a", "quantity": 2}]});
+        let broken = |pointer: &str, value: Value| {
+            let mut row = ok.clone();
+            *row.pointer_mut(pointer).unwrap() = value;
+            row.to_string()
+        };
+        let cases = [
+            ok.to_string(),
+            serde_json::to_string_pretty(&ok).unwrap(),
+            broken("/timestamp", json!("yesterday")),
+            broken("/timestamp", json!(1717200000000i64)),
+            broken("/_id", json!("")),
+            broken("/_id", json!(7)),
+            broken("/eventType", json!(3)),
+            broken("/identityMap", json!({"ECID": [{"id": "short"}]})),
+            broken("/identityMap", json!({"ECID": [{"id": ECID}], "Email": [{"id": "a@b.c", "primary": true}]})),
+            broken("/identityMap", json!([])),
+            broken("/web/webPageDetails/isHomePage", json!("yes")),
+            broken("/web/webPageDetails", Value::Null),
+            broken("/commerce/order/currencyCode", json!("usd")),
+            broken("/commerce/order/priceTotal", json!("1.5")),
+            broken("/productListItems", json!({"SKU": "a"})),
+            broken("/web", json!("x".repeat(MAX_EVENT_BYTES))),
+            r#"{"_id": "a", "_id": "b", "timestamp": "2024-06-01T00:00:00Z", "identityMap": {"ECID": [{"id": "12345678901234567890123456789012345678"}]}}"#.to_owned(),
+            "[1, 2]".to_owned(),
+            "{\"_id\": ".to_owned(),
+        ];
+        let mut fast_ways = 0;
+        for json in &cases {
+            let slow = prepare_slowly(json);
+            if let Some(fast) = prepare_event_text(json.as_bytes(), "web", &mut buffer) {
+                fast_ways += 1;
+                assert_eq!(Ok(fast), slow, "{json}");
+            }
+        }
+        // The valid rows other than the one with a repeated key took the fast way.
+        assert_eq!(fast_ways, 4);
     }
 }

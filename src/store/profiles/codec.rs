@@ -298,7 +298,7 @@ pub(crate) fn decode_header(stored: &[u8]) -> Result<PersonHeader, ProfileStoreE
     })
 }
 
-/// Starts an event chunk; events are appended with [`push_event`] or [`push_event_value`].
+/// Starts an event chunk; events are appended with [`push_event`] or [`push_event_with`].
 pub(crate) fn new_chunk() -> Encoder {
     let mut encoder = Encoder::default();
     encoder.bytes.push(PACKED_CHUNK_VERSION);
@@ -321,15 +321,14 @@ pub(crate) fn push_event(
     Ok(())
 }
 
-/// Appends one event to a chunk, packing `body` straight into the chunk, so ingest does not
-/// build an intermediate buffer per event.
-pub(crate) fn push_event_value(
+/// Appends one event to a chunk, its packed body written by `write_body`.
+pub(crate) fn push_event_with(
     chunk: &mut Encoder,
     timestamp_ms: i64,
     dataset_id: &str,
     primary: &str,
     id: &str,
-    body: &serde_json::Value,
+    write_body: impl FnOnce(&mut Vec<u8>),
 ) {
     chunk.i64(timestamp_ms);
     chunk.str(dataset_id);
@@ -337,7 +336,7 @@ pub(crate) fn push_event_value(
     chunk.str(id);
     let length_at = chunk.bytes.len();
     chunk.u32(0);
-    packed::pack(body, &mut chunk.bytes);
+    write_body(&mut chunk.bytes);
     let length = (chunk.bytes.len() - length_at - 4) as u32;
     chunk.bytes[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
 }
@@ -398,13 +397,13 @@ mod tests {
         let body = serde_json::json!({"eventType": "commerce.purchases", "n": [1, 2, 3]});
         let mut chunk = new_chunk();
         for index in 0..20 {
-            push_event_value(
+            push_event_with(
                 &mut chunk,
                 index,
                 "ev",
                 "ecid\0e",
                 &format!("e-{index}"),
-                &body,
+                |out| packed::pack(&body, out),
             );
         }
         let sealed = seal_chunk(&chunk.bytes);
@@ -447,7 +446,9 @@ mod tests {
         };
         let mut chunk = new_chunk();
         push_event(&mut chunk, &event).unwrap();
-        push_event_value(&mut chunk, 8, "ev", "ecid\0e", "e-2", &body);
+        push_event_with(&mut chunk, 8, "ev", "ecid\0e", "e-2", |out| {
+            packed::pack(&body, out)
+        });
         let mut events = Vec::new();
         decode_chunk(&chunk.bytes, &mut events).unwrap();
         let streamed = EventRef {

@@ -74,7 +74,12 @@ pub fn identity_key(namespace: &str, id: &str) -> String {
 /// Returns a lowercase reason when the map is malformed, breaks a §2.2 limit or
 /// holds no identity at all, because Profile rejects rows without an identity.
 pub fn row_identities(row: &Value) -> Result<Vec<Identity>, String> {
-    let Some(map) = row.get("identityMap") else {
+    identity_map_identities(row.get("identityMap"))
+}
+
+/// [`row_identities`] of a row whose `identityMap` is `map` (`None`: the row has none).
+pub fn identity_map_identities(map: Option<&Value>) -> Result<Vec<Identity>, String> {
+    let Some(map) = map else {
         return Err("row has no identityMap, so it carries no identity".to_owned());
     };
     let Some(map) = map.as_object() else {

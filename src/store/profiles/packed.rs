@@ -110,6 +110,233 @@ fn container(tag: u8, count: usize, out: &mut Vec<u8>, items: impl FnOnce(&mut V
     out[length_at..start].copy_from_slice(&length.to_le_bytes());
 }
 
+/// What [`transcode_json`] saw besides the value itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TranscodeFlags {
+    /// A `null` occurs somewhere in the value.
+    pub has_null: bool,
+    /// An object repeats a key: `serde_json::Value` keeps one entry where the packed bytes hold
+    /// both, so such a value must be packed from a `Value` to match it.
+    pub has_duplicate_key: bool,
+}
+
+/// Packs JSON text straight into `out`, without building a `serde_json::Value`: the bytes are
+/// those [`pack`] gives for the parsed value, unless [`TranscodeFlags::has_duplicate_key`] is set.
+///
+/// Why: batch ingestion packs every event, and building the `Value` (an allocation per string,
+/// array and object, hashed object keys) and freeing it cost more than parsing does.
+pub fn transcode_json(json: &[u8], out: &mut Vec<u8>) -> Result<TranscodeFlags, serde_json::Error> {
+    let mut flags = TranscodeFlags::default();
+    let mut keys = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    DeserializeSeed::deserialize(
+        Transcode {
+            out,
+            flags: &mut flags,
+            keys: &mut keys,
+        },
+        &mut deserializer,
+    )?;
+    deserializer.end()?;
+    Ok(flags)
+}
+
+/// Bytes kept for a container's item count while its items are transcoded: counts up to 2^21
+/// fit, and the bytes a smaller count does not need are closed up when the container ends.
+const COUNT_SLOT: usize = 3;
+
+/// The transcoding seed and visitor of one value: see [`transcode_json`].
+struct Transcode<'a> {
+    out: &'a mut Vec<u8>,
+    flags: &'a mut TranscodeFlags,
+    /// Byte ranges in `out` of the keys of the objects being transcoded, innermost last, to find
+    /// repeated keys.
+    keys: &'a mut Vec<std::ops::Range<usize>>,
+}
+
+impl Transcode<'_> {
+    fn reborrow(&mut self) -> Transcode<'_> {
+        Transcode {
+            out: self.out,
+            flags: self.flags,
+            keys: self.keys,
+        }
+    }
+
+    /// Writes a container's tag and room for its length and count; returns where its length goes.
+    fn open(&mut self, tag: u8) -> usize {
+        self.out.push(tag);
+        let length_at = self.out.len();
+        self.out.extend_from_slice(&[0; 4 + COUNT_SLOT]);
+        length_at
+    }
+
+    /// Writes the count and length of the container opened at `length_at`.
+    fn close<E: de::Error>(&mut self, length_at: usize, count: usize) -> Result<(), E> {
+        let count_at = length_at + 4;
+        let items_at = count_at + COUNT_SLOT;
+        let mut count_bytes = Vec::with_capacity(COUNT_SLOT);
+        varint(count as u64, &mut count_bytes);
+        if count_bytes.len() > COUNT_SLOT {
+            return Err(E::custom("too many items in one array or object"));
+        }
+        let items_end = self.out.len();
+        let new_items_at = count_at + count_bytes.len();
+        self.out.copy_within(items_at..items_end, new_items_at);
+        self.out.truncate(items_end - (items_at - new_items_at));
+        self.out[count_at..new_items_at].copy_from_slice(&count_bytes);
+        let length = u32::try_from(self.out.len() - count_at)
+            .map_err(|_| E::custom("value over 4 GiB"))?;
+        self.out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.flags.has_null = true;
+        self.out.push(NULL);
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<(), E> {
+        self.out.push(if value { TRUE } else { FALSE });
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
+        // As `pack`: a non-negative number is written as such whichever way it was parsed.
+        match u64::try_from(value) {
+            Ok(positive) => self.visit_u64(positive),
+            Err(_) => {
+                self.out.push(NEGATIVE);
+                varint(((value << 1) ^ (value >> 63)) as u64, self.out);
+                Ok(())
+            }
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
+        self.out.push(POSITIVE);
+        varint(value, self.out);
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
+        self.out.push(DOUBLE);
+        self.out.extend_from_slice(&value.to_le_bytes());
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        self.out.push(STRING);
+        string(value, self.out);
+        Ok(())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        let length_at = self.open(ARRAY);
+        let mut count = 0;
+        while items.next_element_seed(self.reborrow())?.is_some() {
+            count += 1;
+        }
+        self.close(length_at, count)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(mut self, mut entries: A) -> Result<(), A::Error> {
+        let length_at = self.open(OBJECT);
+        let first_key = self.keys.len();
+        let mut count = 0;
+        while entries
+            .next_key_seed(Key {
+                transcode: self.reborrow(),
+                first_key,
+            })?
+            .is_some()
+        {
+            entries.next_value_seed(self.reborrow())?;
+            count += 1;
+        }
+        self.keys.truncate(first_key);
+        self.close(length_at, count)
+    }
+}
+
+/// The seed of an object key: writes it as a packed key and notes a repeated one.
+struct Key<'a> {
+    transcode: Transcode<'a>,
+    /// Where the keys of this object start in `transcode.keys`.
+    first_key: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        let Transcode { out, flags, keys } = self.transcode;
+        let start = out.len();
+        string(key, out);
+        // Objects are small, so a linear look through this object's keys is cheap.
+        let range = start..out.len();
+        let repeated = keys[self.first_key..]
+            .iter()
+            .any(|known| out[known.clone()] == out[range.clone()]);
+        flags.has_duplicate_key |= repeated;
+        keys.push(range);
+        Ok(())
+    }
+}
+
+/// Returns the packed value of `key` in the packed object `object`, or `None` when `object` is
+/// not an object, lacks the key or is malformed.
+pub fn field<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    fields(object)?.find_map(|(name, value)| (name == key.as_bytes()).then_some(value))
+}
+
+/// Returns the entries of the packed object `object` as (key bytes, packed value), or `None` when
+/// it is not an object; a malformed entry ends them. Keys are compared as bytes, not checked as
+/// UTF-8: a lookup only needs equality.
+pub fn fields(object: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
+    let mut reader = PackedDeserializer::new(object);
+    if reader.byte().ok()? != OBJECT {
+        return None;
+    }
+    let count = reader.container().ok()?;
+    Some((0..count).map_while(move |_| {
+        let length = reader.length().ok()?;
+        let name = reader.take(length).ok()?;
+        let value_at = reader.bytes;
+        reader.skip().ok()?;
+        Some((name, &value_at[..value_at.len() - reader.bytes.len()]))
+    }))
+}
+
 /// Why packed bytes could not be read: they are truncated or corrupt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("packed value: {0}")]
@@ -357,6 +584,69 @@ mod tests {
                 prop_assert!(to_value(&packed[..cut]).is_err());
             }
         }
+    }
+
+    proptest! {
+        #[test]
+        fn transcoding_json_text_gives_the_bytes_of_packing_its_value(value in arbitrary_json()) {
+            for text in [value.to_string(), serde_json::to_string_pretty(&value).unwrap()] {
+                let mut out = Vec::new();
+                let flags = transcode_json(text.as_bytes(), &mut out).unwrap();
+                let reparsed: Value = serde_json::from_str(&text).unwrap();
+                if !flags.has_duplicate_key {
+                    prop_assert_eq!(&out, &to_packed(&reparsed));
+                }
+                prop_assert_eq!(flags.has_null, text.contains("null") && has_null(&reparsed));
+            }
+        }
+    }
+
+    fn has_null(value: &Value) -> bool {
+        match value {
+            Value::Null => true,
+            Value::Array(items) => items.iter().any(has_null),
+            Value::Object(fields) => fields.values().any(has_null),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn transcoding_flags_repeated_keys_per_object_and_rejects_bad_json() {
+        let mut out = Vec::new();
+        let nested_same_keys = br#"{"a": {"a": 1, "b": [{"a": 2}]}, "b": 2}"#;
+        assert_eq!(
+            transcode_json(nested_same_keys, &mut out).unwrap(),
+            TranscodeFlags::default()
+        );
+        out.clear();
+        let repeated = br#"{"a": {"x": 1, "y\u0000": 2, "x": 3}}"#;
+        assert!(transcode_json(repeated, &mut out).unwrap().has_duplicate_key);
+        // Escaped keys are compared unescaped.
+        out.clear();
+        let escaped = br#"{"\u0061": 1, "a": 2}"#;
+        assert!(transcode_json(escaped, &mut out).unwrap().has_duplicate_key);
+        for bad in [&b"{"[..], b"[1,]", b"{} {}", b"nul"] {
+            out.clear();
+            assert!(transcode_json(bad, &mut out).is_err());
+        }
+        // 300 items need a two-byte count: the unused slot byte is closed up.
+        let long: Value = (0..300).collect::<Vec<_>>().into();
+        out.clear();
+        transcode_json(long.to_string().as_bytes(), &mut out).unwrap();
+        assert_eq!(out, to_packed(&long));
+    }
+
+    #[test]
+    fn fields_are_found_by_key_in_packed_objects() {
+        let value = json!({"a": [1, {"b": 2}], "b": {"c": "x"}, "d": null});
+        let packed = to_packed(&value);
+        let b = field(&packed, "b").unwrap();
+        assert_eq!(to_value(b).unwrap(), json!({"c": "x"}));
+        assert_eq!(to_value(field(b, "c").unwrap()).unwrap(), json!("x"));
+        assert_eq!(to_value(field(&packed, "d").unwrap()).unwrap(), Value::Null);
+        assert_eq!(field(&packed, "c"), None);
+        assert_eq!(field(field(&packed, "a").unwrap(), "b"), None);
+        assert_eq!(field(&packed[..packed.len() - 1], "d"), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 use serde_json::Value;
 
 use super::codec::{self, Encoder};
-use super::{RecordKind, identity, parse_timestamp};
+use super::identity::{self, Identity};
+use super::{RecordKind, packed, parse_timestamp};
 
 /// A row ready to be written: see the module documentation.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,14 +49,9 @@ impl PreparedRow {
     /// for records a valid `extSourceSystemAudit.lastUpdatedDate` when present).
     pub fn new(kind: RecordKind, dataset_id: &str, row: &Value) -> Result<Self, String> {
         let identities = identity::row_identities(row)?;
-        let primary = identities
-            .iter()
-            .position(|identity| identity.primary)
-            .expect("one identity is primary");
-        let identity_keys: Vec<String> = identities.iter().map(identity::Identity::key).collect();
-        let content = match kind {
-            RecordKind::Profile => PreparedContent::Record {
-                effective_ts: row
+        match kind {
+            RecordKind::Profile => {
+                let effective_ts = row
                     .get("extSourceSystemAudit")
                     .and_then(|audit| audit.get("lastUpdatedDate"))
                     .map(|value| {
@@ -63,9 +59,13 @@ impl PreparedRow {
                             "extSourceSystemAudit.lastUpdatedDate is not a date-time".to_owned()
                         })
                     })
-                    .transpose()?,
-                body: serde_json::to_string(row).map_err(|error| error.to_string())?,
-            },
+                    .transpose()?;
+                let body = serde_json::to_string(row).map_err(|error| error.to_string())?;
+                Ok(Self::with_identities(
+                    &identities,
+                    PreparedContent::Record { effective_ts, body },
+                ))
+            }
             RecordKind::Event => {
                 let id = match row.get("_id") {
                     Some(Value::String(id)) if !id.is_empty() => id.as_str(),
@@ -75,25 +75,64 @@ impl PreparedRow {
                     .get("timestamp")
                     .and_then(parse_timestamp)
                     .ok_or_else(|| "event has no valid timestamp".to_owned())?;
-                let mut encoder = Encoder::default();
-                codec::push_event_value(
-                    &mut encoder,
-                    timestamp_ms,
-                    dataset_id,
-                    &identity_keys[primary],
-                    id,
-                    row,
-                );
-                PreparedContent::Event {
-                    encoded: encoder.bytes,
-                }
+                Ok(Self::event(dataset_id, &identities, id, timestamp_ms, |out| {
+                    packed::pack(row, out)
+                }))
             }
-        };
-        Ok(Self {
-            identity_keys,
-            primary,
-            content,
+        }
+    }
+
+    /// Prepares an event whose body is already packed (`crate::store::profiles::packed`), with
+    /// its identities (as [`identity::row_identities`] gives them), `_id` and timestamp.
+    pub fn packed_event(
+        dataset_id: &str,
+        identities: &[Identity],
+        id: &str,
+        timestamp_ms: i64,
+        packed_body: &[u8],
+    ) -> Self {
+        Self::event(dataset_id, identities, id, timestamp_ms, |out| {
+            out.extend_from_slice(packed_body)
         })
+    }
+
+    fn event(
+        dataset_id: &str,
+        identities: &[Identity],
+        id: &str,
+        timestamp_ms: i64,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Self {
+        let mut row = Self::with_identities(
+            identities,
+            PreparedContent::Event {
+                encoded: Vec::new(),
+            },
+        );
+        let mut encoder = Encoder::default();
+        codec::push_event_with(
+            &mut encoder,
+            timestamp_ms,
+            dataset_id,
+            &row.identity_keys[row.primary],
+            id,
+            write_body,
+        );
+        row.content = PreparedContent::Event {
+            encoded: encoder.bytes,
+        };
+        row
+    }
+
+    fn with_identities(identities: &[Identity], content: PreparedContent) -> Self {
+        Self {
+            identity_keys: identities.iter().map(Identity::key).collect(),
+            primary: identities
+                .iter()
+                .position(|identity| identity.primary)
+                .expect("one identity is primary"),
+            content,
+        }
     }
 
     /// Returns the bytes this row adds to a batch's memory until it is written.
