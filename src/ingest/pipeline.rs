@@ -187,10 +187,7 @@ fn prepare_chunks(
         let Ok(chunk) = next else {
             return;
         };
-        let rows = chunk
-            .rows
-            .prepare(source.kind, source.dataset_id)
-            .collect();
+        let rows = chunk.rows.prepare(source.kind, source.dataset_id).collect();
         let prepared = PreparedChunk {
             seq: chunk.seq,
             file: chunk.file,

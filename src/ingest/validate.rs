@@ -312,7 +312,9 @@ impl RawChunk {
         &self,
         kind: RecordKind,
     ) -> impl Iterator<Item = (usize, Result<Cow<'_, Value>, String>)> {
-        self.rows.iter().map(move |entry| self.check_entry(kind, entry))
+        self.rows
+            .iter()
+            .map(move |entry| self.check_entry(kind, entry))
     }
 
     /// Validates every row for `kind` and prepares it for the store, in order: each row's number
@@ -332,8 +334,7 @@ impl RawChunk {
                 }
             }
             let (row, checked) = self.check_entry(kind, entry);
-            let prepared =
-                checked.and_then(|value| PreparedRow::new(kind, dataset_id, &value));
+            let prepared = checked.and_then(|value| PreparedRow::new(kind, dataset_id, &value));
             (row, prepared)
         })
     }
@@ -356,7 +357,10 @@ impl RawChunk {
             }
             RawEntry::Parsed(row, value) => {
                 let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
-                (*row, validate_row(kind, value, size).map(|()| Cow::Borrowed(value)))
+                (
+                    *row,
+                    validate_row(kind, value, size).map(|()| Cow::Borrowed(value)),
+                )
             }
         }
     }
@@ -820,7 +824,11 @@ mod tests {
         };
         let manifest = crate::ingest::generate::generate(&config, data.path(), &|| {}).unwrap();
         let mut generated = Vec::new();
-        for dataset in manifest.datasets.iter().filter(|d| d.kind == RecordKind::Event) {
+        for dataset in manifest
+            .datasets
+            .iter()
+            .filter(|d| d.kind == RecordKind::Event)
+        {
             for file in &dataset.files {
                 let text = std::fs::read_to_string(data.path().join(file)).unwrap();
                 generated.extend(text.lines().map(str::to_owned));
@@ -830,7 +838,11 @@ mod tests {
         let mut buffer = Vec::new();
         for json in &generated {
             let fast = prepare_event_text(json.as_bytes(), "web", &mut buffer);
-            assert_eq!(fast.ok_or_else(|| "fast way refused".to_owned()), prepare_slowly(json), "{json}");
+            assert_eq!(
+                fast.ok_or_else(|| "fast way refused".to_owned()),
+                prepare_slowly(json),
+                "{json}"
+            );
         }
 
         let ok = json!({"_id": "e1", "timestamp": "2024-06-01T00:00:00Z", "eventType": "x",

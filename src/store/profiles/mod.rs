@@ -817,6 +817,8 @@ struct BatchWriter<'a, 'txn> {
     touched_partitions: BTreeSet<u64>,
     /// Person ids per partition.
     partition_persons: u64,
+    /// The identity keys of the last linked row and the person they belong to.
+    last_link: Option<(Vec<String>, u64)>,
 }
 
 impl<'a, 'txn> BatchWriter<'a, 'txn> {
@@ -841,6 +843,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             created: 0,
             merged: 0,
             touched_partitions: BTreeSet::new(),
+            last_link: None,
             partition_persons: PARTITION_PERSONS,
         })
     }
@@ -896,6 +899,20 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
     /// Links a row's identities (graph keys) into the graph and returns the (loaded) person
     /// they now all belong to.
     fn link(&mut self, keys: &[String]) -> Result<u64, ProfileStoreError> {
+        // Rows of one person tend to come together (a file per source, events in time order):
+        // the same identities as the last row's, whose person is still loaded, need no lookups.
+        if let Some((last_keys, person)) = &self.last_link
+            && last_keys.as_slice() == keys
+            && self.pending.contains_key(person)
+        {
+            return Ok(*person);
+        }
+        let target = self.link_looked_up(keys)?;
+        self.last_link = Some((keys.to_vec(), target));
+        Ok(target)
+    }
+
+    fn link_looked_up(&mut self, keys: &[String]) -> Result<u64, ProfileStoreError> {
         let mut owners: Vec<Option<u64>> = Vec::with_capacity(keys.len());
         for key in keys {
             owners.push(
@@ -1021,34 +1038,42 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
     ///
     /// Persons are written in key order: rows arrive in any person order, and one
     /// ordered sweep over the persons table touches each B-tree page once per
-    /// flush, where hash order would dirty and re-read pages all over it.
+    /// flush, where hash order would dirty and re-read pages all over it. Their
+    /// chunks and headers are compressed on every core first ([`seal_persons`]), so
+    /// the one thread that writes only inserts.
     fn write_pending(&mut self) -> Result<(), ProfileStoreError> {
         let mut pending: Vec<(u64, PendingPerson)> = self.pending.drain().collect();
         pending.sort_unstable_by_key(|(person_id, _)| *person_id);
-        for (person_id, mut person) in pending {
-            self.touched_partitions
-                .insert(person_id / self.partition_persons);
-            let person = &mut person;
+        for (_, person) in &mut pending {
             if person.new_event_count > 0 {
-                let chunk = std::mem::replace(&mut person.new_events, codec::new_chunk());
                 person.header.chunk_count += 1;
                 person.header.event_count += person.new_event_count;
-                person.new_event_count = 0;
+            }
+        }
+        let sealed = seal_persons(&pending);
+        for ((person_id, mut person), sealed) in pending.into_iter().zip(sealed) {
+            self.touched_partitions
+                .insert(person_id / self.partition_persons);
+            if let Some(chunk) = sealed.chunk {
                 let key = person_key(self.tenant_id, person_id, person.header.chunk_count);
                 self.tables
                     .persons
-                    .insert(key.as_slice(), codec::seal_chunk(&chunk.bytes).as_slice())?;
+                    .insert(key.as_slice(), chunk.as_slice())?;
                 if person.header.chunk_count > MAX_CHUNKS {
                     compact_chunks(self.tables, self.tenant_id, person_id, &mut person.header)?;
                 }
             }
-            let header = codec::encode_header(&person.header);
+            let header = match sealed.header {
+                Some(header) => header,
+                None => codec::encode_header(&person.header),
+            };
             self.tables.persons.insert(
                 person_key(self.tenant_id, person_id, 0).as_slice(),
                 header.as_slice(),
             )?;
         }
         self.pending_bytes = 0;
+        self.last_link = None;
         Ok(())
     }
 
@@ -1085,6 +1110,43 @@ impl PendingPerson {
     fn weight(&self) -> u64 {
         self.header.weight() + self.new_event_count
     }
+}
+
+/// The compressed values of one pending person, ready to insert.
+struct SealedPerson {
+    /// The new event chunk, if the person has new events.
+    chunk: Option<Vec<u8>>,
+    /// The header; `None` when the new chunk makes the person's chunks due for compaction, which
+    /// changes the header.
+    header: Option<Vec<u8>>,
+}
+
+/// Persons below this many per flush are sealed on the writing thread: threads are not worth it.
+const PARALLEL_SEAL_PERSONS: usize = 256;
+
+/// Seals the new chunk and the header of each pending person (whose header already counts the
+/// new chunk), in order, on every core.
+fn seal_persons(pending: &[(u64, PendingPerson)]) -> Vec<SealedPerson> {
+    let seal = |(_, person): &(u64, PendingPerson)| SealedPerson {
+        chunk: (person.new_event_count > 0).then(|| codec::seal_chunk(&person.new_events.bytes)),
+        header: (person.header.chunk_count <= MAX_CHUNKS)
+            .then(|| codec::encode_header(&person.header)),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads == 1 || pending.len() < PARALLEL_SEAL_PERSONS {
+        return pending.iter().map(seal).collect();
+    }
+    let part = pending.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = pending
+            .chunks(part)
+            .map(|persons| scope.spawn(move || persons.iter().map(seal).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().expect("sealing does not panic"))
+            .collect()
+    })
 }
 
 /// Rewrites all event chunks of a person as one, dropping events superseded by

@@ -185,8 +185,8 @@ impl Transcode<'_> {
         self.out.copy_within(items_at..items_end, new_items_at);
         self.out.truncate(items_end - (items_at - new_items_at));
         self.out[count_at..new_items_at].copy_from_slice(&count_bytes);
-        let length = u32::try_from(self.out.len() - count_at)
-            .map_err(|_| E::custom("value over 4 GiB"))?;
+        let length =
+            u32::try_from(self.out.len() - count_at).map_err(|_| E::custom("value over 4 GiB"))?;
         self.out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
         Ok(())
     }
@@ -620,7 +620,11 @@ mod tests {
         );
         out.clear();
         let repeated = br#"{"a": {"x": 1, "y\u0000": 2, "x": 3}}"#;
-        assert!(transcode_json(repeated, &mut out).unwrap().has_duplicate_key);
+        assert!(
+            transcode_json(repeated, &mut out)
+                .unwrap()
+                .has_duplicate_key
+        );
         // Escaped keys are compared unescaped.
         out.clear();
         let escaped = br#"{"\u0061": 1, "a": 2}"#;

@@ -75,9 +75,13 @@ impl PreparedRow {
                     .get("timestamp")
                     .and_then(parse_timestamp)
                     .ok_or_else(|| "event has no valid timestamp".to_owned())?;
-                Ok(Self::event(dataset_id, &identities, id, timestamp_ms, |out| {
-                    packed::pack(row, out)
-                }))
+                Ok(Self::event(
+                    dataset_id,
+                    &identities,
+                    id,
+                    timestamp_ms,
+                    |out| packed::pack(row, out),
+                ))
             }
         }
     }
