@@ -195,13 +195,10 @@ impl<'a> Decoder<'a> {
 
 /// Compresses a plain value (its first byte is its version) into the sealed form `version`.
 fn seal(plain: &[u8], version: u8) -> Vec<u8> {
-    let body = &plain[1..];
-    let mut sealed = vec![0; 5 + lz4_flex::block::get_maximum_output_size(body.len())];
-    sealed[0] = version;
-    sealed[1..5].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    let written = lz4_flex::block::compress_into(body, &mut sealed[5..])
-        .expect("the buffer has LZ4's maximum output size");
-    sealed.truncate(5 + written);
+    // LZ4's own output buffer is not zeroed first, so only the pages the frame fills are touched:
+    // a zeroed buffer of the worst-case size faulted in three times the memory.
+    let mut sealed = lz4_flex::block::compress_prepend_size(&plain[1..]);
+    sealed.insert(0, version);
     sealed
 }
 
@@ -238,6 +235,17 @@ fn unseal(
 /// Seals an event chunk built with [`new_chunk`] for storage.
 pub(crate) fn seal_chunk(chunk: &[u8]) -> Vec<u8> {
     seal(chunk, SEALED_CHUNK_VERSION)
+}
+
+/// Seals the chunk of `events` (each in the chunk encoding), joined in `plain`, a buffer the
+/// caller reuses between chunks.
+pub(crate) fn seal_events(events: &[Vec<u8>], plain: &mut Vec<u8>) -> Vec<u8> {
+    plain.clear();
+    plain.push(PACKED_CHUNK_VERSION);
+    for event in events {
+        plain.extend_from_slice(event);
+    }
+    seal_chunk(plain)
 }
 
 /// The chunk [`decode_chunk`] reads from a stored chunk: sealed ones decompressed, earlier

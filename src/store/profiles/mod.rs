@@ -793,8 +793,9 @@ impl<'txn> Tables<'txn> {
 /// A person loaded into a batch, with its not yet written events.
 struct PendingPerson {
     header: PersonHeader,
-    new_events: codec::Encoder,
-    new_event_count: u64,
+    /// New events, each in the chunk encoding, as the rows brought them: kept apart until the
+    /// flush joins them into one chunk, so adding one never copies the others.
+    new_events: Vec<Vec<u8>>,
 }
 
 /// Applies the rows of one batch, keeping the persons it touches in memory and
@@ -886,8 +887,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
                 }
             }
             PreparedContent::Event { encoded } => {
-                pending.new_events.bytes.extend_from_slice(&encoded);
-                pending.new_event_count += 1;
+                pending.new_events.push(encoded);
             }
         }
         if self.pending_bytes > self.flush_bytes {
@@ -1022,12 +1022,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         self.touched_partitions
             .insert(source / self.partition_persons);
         target_person.header.event_count += source_person.header.event_count;
-        // The pending events keep their version byte only once.
-        target_person
-            .new_events
-            .bytes
-            .extend_from_slice(&source_person.new_events.bytes[1..]);
-        target_person.new_event_count += source_person.new_event_count;
+        target_person.new_events.extend(source_person.new_events);
         self.pending.insert(target, target_person);
         self.merged += 1;
         Ok(())
@@ -1045,9 +1040,9 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         let mut pending: Vec<(u64, PendingPerson)> = self.pending.drain().collect();
         pending.sort_unstable_by_key(|(person_id, _)| *person_id);
         for (_, person) in &mut pending {
-            if person.new_event_count > 0 {
+            if !person.new_events.is_empty() {
                 person.header.chunk_count += 1;
-                person.header.event_count += person.new_event_count;
+                person.header.event_count += person.new_events.len() as u64;
             }
         }
         let sealed = seal_persons(&pending);
@@ -1102,13 +1097,12 @@ impl PendingPerson {
     fn empty() -> Self {
         Self {
             header: PersonHeader::default(),
-            new_events: codec::new_chunk(),
-            new_event_count: 0,
+            new_events: Vec::new(),
         }
     }
 
     fn weight(&self) -> u64 {
-        self.header.weight() + self.new_event_count
+        self.header.weight() + self.new_events.len() as u64
     }
 }
 
@@ -1127,20 +1121,28 @@ const PARALLEL_SEAL_PERSONS: usize = 256;
 /// Seals the new chunk and the header of each pending person (whose header already counts the
 /// new chunk), in order, on every core.
 fn seal_persons(pending: &[(u64, PendingPerson)]) -> Vec<SealedPerson> {
-    let seal = |(_, person): &(u64, PendingPerson)| SealedPerson {
-        chunk: (person.new_event_count > 0).then(|| codec::seal_chunk(&person.new_events.bytes)),
-        header: (person.header.chunk_count <= MAX_CHUNKS)
-            .then(|| codec::encode_header(&person.header)),
+    // Each thread joins a person's events in one buffer of its own, reused person after person.
+    let seal_all = |persons: &[(u64, PendingPerson)]| {
+        let mut plain = Vec::new();
+        persons
+            .iter()
+            .map(|(_, person)| SealedPerson {
+                chunk: (!person.new_events.is_empty())
+                    .then(|| codec::seal_events(&person.new_events, &mut plain)),
+                header: (person.header.chunk_count <= MAX_CHUNKS)
+                    .then(|| codec::encode_header(&person.header)),
+            })
+            .collect::<Vec<_>>()
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads == 1 || pending.len() < PARALLEL_SEAL_PERSONS {
-        return pending.iter().map(seal).collect();
+        return seal_all(pending);
     }
     let part = pending.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let parts: Vec<_> = pending
             .chunks(part)
-            .map(|persons| scope.spawn(move || persons.iter().map(seal).collect::<Vec<_>>()))
+            .map(|persons| scope.spawn(move || seal_all(persons)))
             .collect();
         parts
             .into_iter()
