@@ -1,6 +1,7 @@
 //! Processing of completed batches (`ingest-api.md` §4.4, §4.7–4.8) and of streamed records (§5).
 //!
-//! A completed batch is processed in one pass over its staged files: valid rows stream into **one**
+//! A completed batch is processed in one pass over its staged files, read and prepared on every core
+//! ([`crate::ingest::pipeline`]): valid rows stream in file order into **one**
 //! durable profile-store transaction while invalid rows are counted and reported, and an unreadable
 //! file abandons the transaction. So a batch is either wholly in the store or not at all, and a crash
 //! before the batch's status is written only leaves it in `staging`, from where start-up processes it

@@ -71,6 +71,9 @@ struct ReadChunk {
     rows: RawChunk,
     /// Set on the last chunk read when a file could not be read further.
     error: Option<IngestError>,
+    /// No chunk follows: the batch ended here (an empty chunk after the last file) or `error` is
+    /// set.
+    last: bool,
 }
 
 /// A chunk's rows prepared by a worker.
@@ -79,6 +82,7 @@ struct PreparedChunk {
     file: usize,
     rows: Vec<(usize, Result<PreparedRow, String>)>,
     error: Option<IngestError>,
+    last: bool,
 }
 
 /// Reads, checks and prepares the rows of `source` on `workers` threads (at least one) and calls
@@ -131,6 +135,7 @@ fn read_files(source: &BatchSource<'_>, sender: SyncSender<ReadChunk>) {
                     file,
                     rows: RawChunk::default(),
                     error: Some(error),
+                    last: true,
                 });
                 return;
             }
@@ -149,19 +154,21 @@ fn read_files(source: &BatchSource<'_>, sender: SyncSender<ReadChunk>) {
                 }
             };
             let failed = error.is_some();
-            if (!rows.is_empty() || failed)
-                && sender
-                    .send(ReadChunk {
-                        seq,
-                        file,
-                        rows,
-                        error,
-                    })
-                    .is_err()
-            {
-                return;
+            // A file whose rows filled the previous chunk exactly ends with an empty read, which
+            // is not sent: sequence numbers must have no gaps.
+            if !rows.is_empty() || failed {
+                let chunk = ReadChunk {
+                    seq,
+                    file,
+                    rows,
+                    error,
+                    last: failed,
+                };
+                if sender.send(chunk).is_err() {
+                    return;
+                }
+                seq += 1;
             }
-            seq += 1;
             if failed {
                 return;
             }
@@ -170,6 +177,15 @@ fn read_files(source: &BatchSource<'_>, sender: SyncSender<ReadChunk>) {
             }
         }
     }
+    // The end of the batch is said, not inferred from closed queues: a thread that panicked
+    // closes them too, and must not pass for a complete batch.
+    let _ = sender.send(ReadChunk {
+        seq,
+        file: source.files.len().saturating_sub(1),
+        rows: RawChunk::default(),
+        error: None,
+        last: true,
+    });
 }
 
 /// A worker thread: prepares chunks until the reader is done or nobody takes results any more.
@@ -193,6 +209,7 @@ fn prepare_chunks(
             file: chunk.file,
             rows,
             error: chunk.error,
+            last: chunk.last,
         };
         if sender.send(prepared).is_err() {
             return;
@@ -214,6 +231,7 @@ struct CurrentChunk {
     file: usize,
     rows: std::vec::IntoIter<(usize, Result<PreparedRow, String>)>,
     error: Option<IngestError>,
+    last: bool,
 }
 
 impl Iterator for InOrder {
@@ -231,9 +249,9 @@ impl Iterator for InOrder {
                 }
                 let file = current.file;
                 let error = current.error.take();
+                self.finished = current.last;
                 self.current = None;
                 if let Some(error) = error {
-                    self.finished = true;
                     return Some(PipelineItem::FileError { file, error });
                 }
             }
@@ -244,10 +262,11 @@ impl Iterator for InOrder {
                 if let Some(chunk) = self.waiting.remove(&self.next_seq) {
                     break chunk;
                 }
-                // A closed queue means every chunk was handed over.
                 let Ok(chunk) = self.receiver.recv() else {
-                    self.finished = true;
-                    return None;
+                    // The queues closed before the last chunk: a reading or preparing thread
+                    // panicked. Panicking here too (the scope would anyway) keeps the caller from
+                    // taking the rows so far for the whole batch and committing them.
+                    panic!("batch preparation stopped before the end of the batch");
                 };
                 self.waiting.insert(chunk.seq, chunk);
             };
@@ -256,6 +275,7 @@ impl Iterator for InOrder {
                 file: chunk.file,
                 rows: chunk.rows.into_iter(),
                 error: chunk.error,
+                last: chunk.last,
             });
         }
     }
@@ -306,8 +326,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut paths = Vec::new();
         let mut expected = Vec::new();
-        for file in 0..3 {
-            let lines: Vec<String> = (1..=2_000)
+        // The second file fills two chunks exactly, so its last read is empty.
+        for (file, rows) in [(0, 2_000), (1, 2 * CHUNK_ROWS), (2, 2_000)] {
+            let lines: Vec<String> = (1..=rows)
                 .map(|row| {
                     if row % 97 == 0 {
                         "{broken".to_owned()
@@ -316,7 +337,7 @@ mod tests {
                     }
                 })
                 .collect();
-            expected.extend((1..=2_000).map(|row| (file, row, row % 97 != 0)));
+            expected.extend((1..=rows).map(|row| (file, row, row % 97 != 0)));
             let path = dir.path().join(format!("part-{file}.jsonl"));
             std::fs::write(&path, lines.join("\n")).unwrap();
             paths.push(path);

@@ -11,7 +11,8 @@
 //! - [`ProfileStore::apply_batch`]`(tenant, dataset_id, kind, rows)` stores rows
 //!   (already checked by `crate::ingest::validate`) in one durable transaction:
 //!   all rows or none. [`ProfileStore::apply_one`] does the same for one
-//!   streamed row.
+//!   streamed row. [`ProfileStore::apply_prepared`] takes rows already turned
+//!   into [`PreparedRow`]s, which batch ingestion prepares on every core.
 //! - [`ProfileStore::profile_count`], [`ProfileStore::dataset_row_counts`].
 //! - [`ProfileStore::scan`]`(tenant, policy, f)` calls `f` with every merged
 //!   profile and its newest 5,000 events, in one sequential pass.
