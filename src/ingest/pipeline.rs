@@ -99,11 +99,19 @@ pub fn prepare_files<R>(
     let (prepared_sender, prepared_receiver) =
         sync_channel::<PreparedChunk>(workers * QUEUED_PER_WORKER);
     std::thread::scope(|scope| {
-        scope.spawn(move || read_files(source, raw_sender));
+        // Named, so profiles and stack dumps tell the stages apart.
+        let thread = |name: &str| std::thread::Builder::new().name(name.to_owned());
+        thread("ingest-read")
+            .spawn_scoped(scope, move || read_files(source, raw_sender))
+            .expect("the reading thread starts");
         for _ in 0..workers {
             let raw_receiver = Arc::clone(&raw_receiver);
             let prepared_sender = prepared_sender.clone();
-            scope.spawn(move || prepare_chunks(source, &raw_receiver, &prepared_sender));
+            thread("ingest-prepare")
+                .spawn_scoped(scope, move || {
+                    prepare_chunks(source, &raw_receiver, &prepared_sender)
+                })
+                .expect("a preparing thread starts");
         }
         // Only the threads hold the queues' other ends, so a side that stops closes them.
         drop(raw_receiver);

@@ -298,8 +298,8 @@ impl ProfileStore {
         self.apply_prepared(tenant, dataset_id, prepared)
     }
 
-    /// Stores rows prepared by [`PreparedRow::new`] (on any thread) in one durable transaction,
-    /// like [`ProfileStore::apply_batch`]. The row source may fail part-way (a file that becomes
+    /// Stores rows prepared by [`PreparedRow::new`] (on any thread) for `dataset_id` in one
+    /// durable transaction, like [`ProfileStore::apply_batch`]. The row source may fail part-way (a file that becomes
     /// unreadable, a row the caller rejects): the first `Err` abandons the transaction, so nothing
     /// of the batch is stored, and is returned as it is. This lets a caller validate, prepare and
     /// store in one pass over its files.
