@@ -6,7 +6,7 @@
 //! ingesting it, and needs no transaction; the writer's own work (linking identities, appending
 //! bytes, writing B-tree pages) cannot be split, so everything else is taken off its thread.
 //!
-//! Rows travel in chunks of up to [`CHUNK_ROWS`] rows or [`CHUNK_BYTES`] of text, numbered as they
+//! Rows travel in chunks of up to 512 rows or 1 MiB of text, numbered as they
 //! are read; the caller's side puts finished chunks back in reading order, so rows reach the store
 //! in file order (later records replace earlier ones of the same identity, as in a one-thread
 //! pass) and row errors are reported in order. Both queues are bounded, so at most a few chunks

@@ -319,7 +319,7 @@ impl RawChunk {
 
     /// Validates every row for `kind` and prepares it for the store, in order: each row's number
     /// and the prepared row, or why it was rejected. Events given as JSON text take
-    /// [`prepare_event_text`]'s way when they can.
+    /// the way of `prepare_event_text` (no `serde_json::Value`) when they can.
     pub fn prepare<'a>(
         &'a self,
         kind: RecordKind,

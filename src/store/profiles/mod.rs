@@ -162,7 +162,7 @@ pub enum ProfileStoreError {
         /// Why the row was rejected.
         reason: String,
     },
-    /// The row source of [`ProfileStore::apply_rows`] failed; nothing of the batch was stored.
+    /// The row source of [`ProfileStore::apply_prepared`] failed; nothing of the batch was stored.
     #[error("batch abandoned: {0}")]
     Aborted(String),
     /// The profile's graph holds more than 50 identities, so it is excluded
