@@ -302,15 +302,25 @@ mod tests {
         .to_string()
     }
 
-    /// Collects (file, row, ok) of every item and the file error's file, with `workers` threads.
-    fn run(paths: &[PathBuf], workers: usize) -> (Vec<(usize, usize, bool)>, Option<usize>) {
-        let source = BatchSource {
-            files: paths,
+    /// Event files in JSON Lines, for the `web` dataset.
+    fn events_in(files: &[PathBuf]) -> BatchSource<'_> {
+        BatchSource {
+            files,
             format: InputFormat::JsonLines,
             kind: RecordKind::Event,
             dataset_id: "web",
-        };
-        prepare_files(&source, workers, |items| {
+        }
+    }
+
+    /// Writes events `1..=count` as a JSON Lines file at `path`.
+    fn write_events(path: &std::path::Path, count: usize) {
+        let lines: Vec<String> = (1..=count).map(event).collect();
+        std::fs::write(path, lines.join("\n")).unwrap();
+    }
+
+    /// Collects (file, row, ok) of every item and the file error's file, with `workers` threads.
+    fn run(paths: &[PathBuf], workers: usize) -> (Vec<(usize, usize, bool)>, Option<usize>) {
+        prepare_files(&events_in(paths), workers, |items| {
             let mut rows = Vec::new();
             let mut failed_file = None;
             for item in items {
@@ -362,8 +372,7 @@ mod tests {
     fn an_unreadable_file_is_the_last_item() {
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("a.jsonl");
-        let lines: Vec<String> = (1..=1_500).map(event).collect();
-        std::fs::write(&first, lines.join("\n")).unwrap();
+        write_events(&first, 1_500);
         let paths = [first, dir.path().join("missing.jsonl")];
         let (rows, failed_file) = run(&paths, 2);
         assert_eq!(rows.len(), 1_500);
@@ -376,14 +385,8 @@ mod tests {
     fn a_consumer_may_stop_early() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
-        let lines: Vec<String> = (1..=20_000).map(event).collect();
-        std::fs::write(&path, lines.join("\n")).unwrap();
-        let source = BatchSource {
-            files: std::slice::from_ref(&path),
-            format: InputFormat::JsonLines,
-            kind: RecordKind::Event,
-            dataset_id: "web",
-        };
+        write_events(&path, 20_000);
+        let source = events_in(std::slice::from_ref(&path));
         let taken = prepare_files(&source, 2, |items| items.take(10).count());
         assert_eq!(taken, 10);
     }

@@ -299,10 +299,10 @@ impl ProfileStore {
     }
 
     /// Stores rows prepared by [`PreparedRow::new`] (on any thread) for `dataset_id` in one
-    /// durable transaction, like [`ProfileStore::apply_batch`]. The row source may fail part-way (a file that becomes
-    /// unreadable, a row the caller rejects): the first `Err` abandons the transaction, so nothing
-    /// of the batch is stored, and is returned as it is. This lets a caller validate, prepare and
-    /// store in one pass over its files.
+    /// durable transaction, like [`ProfileStore::apply_batch`]. The row source may fail part-way
+    /// (a file that becomes unreadable, a row the caller rejects): the first `Err` abandons the
+    /// transaction, so nothing of the batch is stored, and is returned as it is. This lets a
+    /// caller validate, prepare and store in one pass over its files.
     pub fn apply_prepared(
         &self,
         tenant: &Tenant,
@@ -1069,7 +1069,6 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             )?;
         }
         self.pending_bytes = 0;
-        self.last_link = None;
         Ok(())
     }
 
