@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use serde_json::Value;
 
 use crate::store::profiles::identity::{identity_map_identities, row_identities};
-use crate::store::profiles::{PreparedRow, RecordKind, packed, parse_timestamp};
+use crate::store::profiles::{PreparedRow, RecordKind, packed, parse_timestamp_text};
 
 /// Largest Individual Profile record accepted, in bytes of JSON (§4.9).
 pub const MAX_RECORD_BYTES: usize = 100 * 1024;
@@ -160,7 +160,7 @@ pub fn validate_row(kind: RecordKind, row: &Value, json_bytes: usize) -> Result<
         let Some(value) = path.split('.').try_fold(row, |node, part| node.get(part)) else {
             continue;
         };
-        if !expected.accepts(value) {
+        if !expected.accepts(value.into()) {
             return Err(format!("{path} must be {}", expected.describe()));
         }
     }
@@ -186,23 +186,20 @@ enum Expect {
 }
 
 impl Expect {
-    fn accepts(self, value: &Value) -> bool {
-        match self {
-            Self::String => value.is_string(),
-            Self::Number => value.is_number(),
-            Self::Integer => value.is_i64() || value.is_u64(),
-            Self::Boolean => value.is_boolean(),
-            Self::Array => value.is_array(),
-            Self::Date => value
-                .as_str()
-                .is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
-            Self::DateTime => parse_timestamp(value).is_some(),
-            Self::CountryCode => value
-                .as_str()
-                .is_some_and(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())),
-            Self::CurrencyCode => value
-                .as_str()
-                .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())),
+    fn accepts(self, shape: Shape<'_>) -> bool {
+        match (self, shape) {
+            (Self::String, Shape::String(_))
+            | (Self::Number, Shape::Integer(_) | Shape::Double)
+            | (Self::Integer, Shape::Integer(_))
+            | (Self::Boolean, Shape::Boolean)
+            | (Self::Array, Shape::Array) => true,
+            (Self::Date, Shape::String(text)) => {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+            }
+            (Self::DateTime, shape) => timestamp_ms(shape).is_some(),
+            (Self::CountryCode, Shape::String(text)) => is_upper_code(text, 2),
+            (Self::CurrencyCode, Shape::String(text)) => is_upper_code(text, 3),
+            _ => false,
         }
     }
 
@@ -218,6 +215,65 @@ impl Expect {
             Self::CountryCode => "a two-letter upper-case country code",
             Self::CurrencyCode => "a three-letter upper-case currency code",
         }
+    }
+}
+
+/// Whether `text` is `letters` upper-case ASCII letters (a country or currency code).
+fn is_upper_code(text: &str, letters: usize) -> bool {
+    text.len() == letters && text.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// What the checks of [`TYPED_FIELDS`] see of a field, taken from a parsed `Value` or straight
+/// from packed bytes, so both ways of checking a row apply one set of rules.
+#[derive(Debug, Clone, Copy)]
+enum Shape<'a> {
+    String(&'a str),
+    /// An integer, with its value when it fits an `i64` (epoch milliseconds must).
+    Integer(Option<i64>),
+    /// A number that is not an integer.
+    Double,
+    Boolean,
+    Array,
+    /// An object or `null`.
+    Other,
+}
+
+impl<'a> From<&'a Value> for Shape<'a> {
+    fn from(value: &'a Value) -> Self {
+        match value {
+            Value::String(text) => Shape::String(text),
+            Value::Number(number) if number.is_i64() || number.is_u64() => {
+                Shape::Integer(number.as_i64())
+            }
+            Value::Number(_) => Shape::Double,
+            Value::Bool(_) => Shape::Boolean,
+            Value::Array(_) => Shape::Array,
+            Value::Object(_) | Value::Null => Shape::Other,
+        }
+    }
+}
+
+impl<'a> From<packed::Node<'a>> for Shape<'a> {
+    fn from(node: packed::Node<'a>) -> Self {
+        match node {
+            packed::Node::String(text) => Shape::String(text),
+            packed::Node::Negative(value) => Shape::Integer(Some(value)),
+            packed::Node::Positive(value) => Shape::Integer(i64::try_from(value).ok()),
+            packed::Node::Double(_) => Shape::Double,
+            packed::Node::Bool(_) => Shape::Boolean,
+            packed::Node::Array(_) => Shape::Array,
+            packed::Node::Object(_) | packed::Node::Null => Shape::Other,
+        }
+    }
+}
+
+/// The epoch milliseconds of an XDM date-time field, as the store reads them
+/// ([`parse_timestamp`]): an ISO 8601 string or an integer.
+fn timestamp_ms(shape: Shape<'_>) -> Option<i64> {
+    match shape {
+        Shape::String(text) => parse_timestamp_text(text),
+        Shape::Integer(ms) => ms,
+        _ => None,
     }
 }
 
@@ -390,22 +446,23 @@ fn prepare_event_text(
     let body = packed_body.as_slice();
     // The row's top-level entries, read once: every checked path starts among them.
     let top: Vec<(&[u8], &[u8])> = packed::fields(body)?.collect();
-    let value_at = |path: &str| -> Option<Value> {
+    let packed_at = |path: &str| -> Option<&[u8]> {
         let mut parts = path.split('.');
         let first = parts.next()?.as_bytes();
         let (_, start) = top.iter().find(|(name, _)| *name == first)?;
-        let packed = parts.try_fold(*start, |node, part| packed::field(node, part))?;
-        packed::to_value(packed).ok()
+        parts.try_fold(*start, |node, part| packed::field(node, part))
     };
-    let identities = identity_map_identities(Some(&value_at("identityMap")?)).ok()?;
-    let id = match value_at("_id")? {
-        Value::String(id) if !id.is_empty() => id,
+    let node_at = |path: &str| packed_at(path).and_then(packed::node);
+    let identity_map = packed::to_value(packed_at("identityMap")?).ok()?;
+    let identities = identity_map_identities(Some(&identity_map)).ok()?;
+    let id = match node_at("_id")? {
+        packed::Node::String(id) if !id.is_empty() => id,
         _ => return None,
     };
-    let timestamp_ms = parse_timestamp(&value_at("timestamp")?)?;
+    let timestamp_ms = timestamp_ms(node_at("timestamp")?.into())?;
     for (path, expected) in TYPED_FIELDS {
-        if let Some(value) = value_at(path)
-            && !expected.accepts(&value)
+        if let Some(node) = node_at(path)
+            && !expected.accepts(node.into())
         {
             return None;
         }
@@ -413,7 +470,7 @@ fn prepare_event_text(
     Some(PreparedRow::packed_event(
         dataset_id,
         &identities,
-        &id,
+        id,
         timestamp_ms,
         body,
     ))
@@ -860,6 +917,9 @@ mod tests {
             serde_json::to_string_pretty(&ok).unwrap(),
             broken("/timestamp", json!("yesterday")),
             broken("/timestamp", json!(1717200000000i64)),
+            broken("/timestamp", json!(-5)),
+            broken("/timestamp", json!(u64::MAX)),
+            broken("/timestamp", json!(1.7e12)),
             broken("/_id", json!("")),
             broken("/_id", json!(7)),
             broken("/eventType", json!(3)),
@@ -870,6 +930,7 @@ mod tests {
             broken("/web/webPageDetails", Value::Null),
             broken("/commerce/order/currencyCode", json!("usd")),
             broken("/commerce/order/priceTotal", json!("1.5")),
+            broken("/commerce/order/priceTotal", json!(3)),
             broken("/productListItems", json!({"SKU": "a"})),
             broken("/web", json!("x".repeat(MAX_EVENT_BYTES))),
             r#"{"_id": "a", "_id": "b", "timestamp": "2024-06-01T00:00:00Z", "identityMap": {"ECID": [{"id": "12345678901234567890123456789012345678"}]}}"#.to_owned(),
@@ -885,6 +946,11 @@ mod tests {
             }
         }
         // The valid rows other than the one with a repeated key took the fast way.
-        assert_eq!(fast_ways, 4);
+        assert_eq!(fast_ways, 6);
+        // The valid row with its "é" broken into bytes that are not UTF-8.
+        let mut not_utf8 = ok.to_string().into_bytes();
+        let accent = not_utf8.iter().position(|&b| b == 0xc3).unwrap();
+        not_utf8[accent] = 0xff;
+        assert_eq!(prepare_event_text(&not_utf8, "web", &mut buffer), None);
     }
 }

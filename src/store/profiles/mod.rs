@@ -1204,12 +1204,17 @@ fn compact_chunks(
 /// Parses an XDM date-time: an ISO 8601 string or epoch milliseconds (§4.7).
 pub fn parse_timestamp(value: &Value) -> Option<i64> {
     match value {
-        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.timestamp_millis()),
+        Value::String(text) => parse_timestamp_text(text),
         Value::Number(number) => number.as_i64(),
         _ => None,
     }
+}
+
+/// Parses an ISO 8601 (RFC 3339) date-time string into epoch milliseconds.
+pub fn parse_timestamp_text(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 fn tenant_name(tenant: &Tenant) -> String {

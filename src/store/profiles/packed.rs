@@ -93,6 +93,11 @@ fn varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
+/// Decodes a zigzag varint's value (see [`pack`]).
+fn unzigzag(zigzag: u64) -> i64 {
+    ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64)
+}
+
 fn string(text: &str, out: &mut Vec<u8>) {
     varint(text.len() as u64, out);
     out.extend_from_slice(text.as_bytes());
@@ -125,10 +130,22 @@ pub struct TranscodeFlags {
 ///
 /// Why: batch ingestion packs every event, and building the `Value` (an allocation per string,
 /// array and object, hashed object keys) and freeing it cost more than parsing does.
+///
+/// Text that is valid UTF-8 as a whole is read as `str`, so serde_json does not check every
+/// string again; other text is read as bytes, which locates the bad sequence in the error.
 pub fn transcode_json(json: &[u8], out: &mut Vec<u8>) -> Result<TranscodeFlags, serde_json::Error> {
+    match std::str::from_utf8(json) {
+        Ok(text) => transcode_from(serde_json::Deserializer::from_str(text), out),
+        Err(_) => transcode_from(serde_json::Deserializer::from_slice(json), out),
+    }
+}
+
+fn transcode_from<'de, R: serde_json::de::Read<'de>>(
+    mut deserializer: serde_json::Deserializer<R>,
+    out: &mut Vec<u8>,
+) -> Result<TranscodeFlags, serde_json::Error> {
     let mut flags = TranscodeFlags::default();
     let mut keys = Vec::new();
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
     DeserializeSeed::deserialize(
         Transcode {
             out,
@@ -337,6 +354,48 @@ pub fn fields(object: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
     }))
 }
 
+/// A packed value seen without decoding it into a `serde_json::Value`: scalars are read, strings
+/// borrowed, containers left packed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Node<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A negative integer.
+    Negative(i64),
+    /// A non-negative integer.
+    Positive(u64),
+    /// A number that is not an integer.
+    Double(f64),
+    /// A string.
+    String(&'a str),
+    /// An array, still packed (the whole value, tag included).
+    Array(&'a [u8]),
+    /// An object, still packed (the whole value, tag included).
+    Object(&'a [u8]),
+}
+
+/// Reads the packed value at the start of `bytes` as a [`Node`], or `None` when it is malformed.
+///
+/// Why: checking the type of a field needs its tag and at most a string, not a `Value` built
+/// (and freed) for every checked field of every ingested event.
+pub fn node(bytes: &[u8]) -> Option<Node<'_>> {
+    let mut reader = PackedDeserializer::new(bytes);
+    Some(match reader.byte().ok()? {
+        NULL => Node::Null,
+        FALSE => Node::Bool(false),
+        TRUE => Node::Bool(true),
+        NEGATIVE => Node::Negative(unzigzag(reader.varint().ok()?)),
+        POSITIVE => Node::Positive(reader.varint().ok()?),
+        DOUBLE => Node::Double(f64::from_le_bytes(reader.take(8).ok()?.try_into().ok()?)),
+        STRING => Node::String(reader.str().ok()?),
+        ARRAY => Node::Array(bytes),
+        OBJECT => Node::Object(bytes),
+        _ => return None,
+    })
+}
+
 /// Why packed bytes could not be read: they are truncated or corrupt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("packed value: {0}")]
@@ -442,10 +501,7 @@ impl<'de> de::Deserializer<'de> for &mut PackedDeserializer<'de> {
             NULL => visitor.visit_unit(),
             FALSE => visitor.visit_bool(false),
             TRUE => visitor.visit_bool(true),
-            NEGATIVE => {
-                let zigzag = self.varint()?;
-                visitor.visit_i64(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
-            }
+            NEGATIVE => visitor.visit_i64(unzigzag(self.varint()?)),
             POSITIVE => visitor.visit_u64(self.varint()?),
             DOUBLE => {
                 let bytes = self.take(8)?.try_into().expect("8 bytes");
