@@ -195,11 +195,30 @@ impl<'a> Decoder<'a> {
 
 /// Compresses a plain value (its first byte is its version) into the sealed form `version`.
 fn seal(plain: &[u8], version: u8) -> Vec<u8> {
-    // LZ4's own output buffer is not zeroed first, so only the pages the frame fills are touched:
-    // a zeroed buffer of the worst-case size faulted in three times the memory.
-    let mut sealed = lz4_flex::block::compress_prepend_size(&plain[1..]);
-    sealed.insert(0, version);
+    let mut sealed = Vec::new();
+    seal_into(plain, version, &mut sealed);
     sealed
+}
+
+/// Appends the sealed form of `plain` to `out` and returns where it lies there.
+///
+/// Why append: a batch seals its persons' values into buffers it keeps from flush to flush, so
+/// their pages are faulted in once, not once per value as fresh allocations were (and the
+/// version byte is written first, not inserted in front of the frame by moving it).
+fn seal_into(plain: &[u8], version: u8, out: &mut Vec<u8>) -> std::ops::Range<usize> {
+    let start = out.len();
+    let body = &plain[1..];
+    out.push(version);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let frame_at = out.len();
+    out.resize(
+        frame_at + lz4_flex::block::get_maximum_output_size(body.len()),
+        0,
+    );
+    let written = lz4_flex::block::compress_into(body, &mut out[frame_at..])
+        .expect("the output has room for the worst case");
+    out.truncate(frame_at + written);
+    start..out.len()
 }
 
 /// The plain value of a stored one: sealed values (first byte `sealed_version`) are
@@ -237,15 +256,19 @@ pub(crate) fn seal_chunk(chunk: &[u8]) -> Vec<u8> {
     seal(chunk, SEALED_CHUNK_VERSION)
 }
 
-/// Seals the chunk of `events` (each in the chunk encoding), joined in `plain`, a buffer the
-/// caller reuses between chunks.
-pub(crate) fn seal_events(events: &[Vec<u8>], plain: &mut Vec<u8>) -> Vec<u8> {
+/// Appends the sealed chunk of `events` (each in the chunk encoding) to `out` and returns where it
+/// lies there; the events are joined in `plain`, a buffer the caller reuses between chunks.
+pub(crate) fn seal_events(
+    events: &[Vec<u8>],
+    plain: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> std::ops::Range<usize> {
     plain.clear();
     plain.push(PACKED_CHUNK_VERSION);
     for event in events {
         plain.extend_from_slice(event);
     }
-    seal_chunk(plain)
+    seal_into(plain, SEALED_CHUNK_VERSION, out)
 }
 
 /// The chunk [`decode_chunk`] reads from a stored chunk: sealed ones decompressed, earlier
@@ -256,7 +279,22 @@ pub(crate) fn open_chunk(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Pr
 
 /// Encodes a person header, sealed.
 pub(crate) fn encode_header(header: &PersonHeader) -> Vec<u8> {
-    let mut encoder = Encoder::default();
+    let mut sealed = Vec::new();
+    encode_header_into(header, &mut Vec::new(), &mut sealed);
+    sealed
+}
+
+/// Appends the sealed encoding of `header` to `out` (building it in `plain`) and returns where
+/// it lies there.
+pub(crate) fn encode_header_into(
+    header: &PersonHeader,
+    plain: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> std::ops::Range<usize> {
+    plain.clear();
+    let mut encoder = Encoder {
+        bytes: std::mem::take(plain),
+    };
     encoder.bytes.push(HEADER_VERSION);
     encoder.u64(header.event_count);
     encoder.u32(header.chunk_count);
@@ -272,7 +310,8 @@ pub(crate) fn encode_header(header: &PersonHeader) -> Vec<u8> {
         encoder.u64(fragment.batch_seq);
         encoder.str(&fragment.body);
     }
-    seal(&encoder.bytes, SEALED_HEADER_VERSION)
+    *plain = encoder.bytes;
+    seal_into(plain, SEALED_HEADER_VERSION, out)
 }
 
 /// Decodes a person header written by [`encode_header`].

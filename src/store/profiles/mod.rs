@@ -821,6 +821,8 @@ struct BatchWriter<'a, 'txn> {
     partition_persons: u64,
     /// The identity keys of the last linked row and the person they belong to.
     last_link: Option<(Vec<String>, u64)>,
+    /// Where flushes seal their values, one per sealing thread.
+    seal_buffers: Vec<SealBuffer>,
 }
 
 impl<'a, 'txn> BatchWriter<'a, 'txn> {
@@ -847,6 +849,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             touched_partitions: BTreeSet::new(),
             last_link: None,
             partition_persons: PARTITION_PERSONS,
+            seal_buffers: Vec::new(),
         })
     }
 
@@ -1046,27 +1049,31 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
                 person.header.event_count += person.new_events.len() as u64;
             }
         }
-        let sealed = seal_persons(&pending);
+        let sealed = seal_persons(&pending, &mut self.seal_buffers);
         for ((person_id, mut person), sealed) in pending.into_iter().zip(sealed) {
             self.touched_partitions
                 .insert(person_id / self.partition_persons);
+            let sealed_bytes = &self.seal_buffers[sealed.buffer].sealed;
             if let Some(chunk) = sealed.chunk {
                 let key = person_key(self.tenant_id, person_id, person.header.chunk_count);
                 self.tables
                     .persons
-                    .insert(key.as_slice(), chunk.as_slice())?;
+                    .insert(key.as_slice(), &sealed_bytes[chunk])?;
                 if person.header.chunk_count > MAX_CHUNKS {
                     compact_chunks(self.tables, self.tenant_id, person_id, &mut person.header)?;
                 }
             }
-            let header = match sealed.header {
-                Some(header) => header,
-                None => codec::encode_header(&person.header),
+            let key = person_key(self.tenant_id, person_id, 0);
+            match sealed.header {
+                Some(header) => self
+                    .tables
+                    .persons
+                    .insert(key.as_slice(), &sealed_bytes[header])?,
+                None => self.tables.persons.insert(
+                    key.as_slice(),
+                    codec::encode_header(&person.header).as_slice(),
+                )?,
             };
-            self.tables.persons.insert(
-                person_key(self.tenant_id, person_id, 0).as_slice(),
-                header.as_slice(),
-            )?;
         }
         self.pending_bytes = 0;
         Ok(())
@@ -1106,43 +1113,69 @@ impl PendingPerson {
     }
 }
 
-/// The compressed values of one pending person, ready to insert.
+/// Where the compressed values of one pending person lie, ready to insert.
 struct SealedPerson {
+    /// The index of the [`SealBuffer`] holding them.
+    buffer: usize,
     /// The new event chunk, if the person has new events.
-    chunk: Option<Vec<u8>>,
+    chunk: Option<std::ops::Range<usize>>,
     /// The header; `None` when the new chunk makes the person's chunks due for compaction, which
     /// changes the header.
-    header: Option<Vec<u8>>,
+    header: Option<std::ops::Range<usize>>,
+}
+
+/// One sealing thread's buffers, kept by a batch from flush to flush so that sealing a flush
+/// allocates nothing once the first has grown them: fresh buffers per value (and per short-lived
+/// thread) had every flush fault in new pages, which the kernel zeroes first.
+#[derive(Default)]
+struct SealBuffer {
+    /// The sealed values of the current flush, back to back.
+    sealed: Vec<u8>,
+    /// Where a value is built before it is sealed.
+    plain: Vec<u8>,
 }
 
 /// Persons below this many per flush are sealed on the writing thread: threads are not worth it.
 const PARALLEL_SEAL_PERSONS: usize = 256;
 
 /// Seals the new chunk and the header of each pending person (whose header already counts the
-/// new chunk), in order, on every core.
-fn seal_persons(pending: &[(u64, PendingPerson)]) -> Vec<SealedPerson> {
-    // Each thread joins a person's events in one buffer of its own, reused person after person.
-    let seal_all = |persons: &[(u64, PendingPerson)]| {
-        let mut plain = Vec::new();
+/// new chunk), in order, on every core, into `buffers` (one per thread, grown as needed).
+fn seal_persons(
+    pending: &[(u64, PendingPerson)],
+    buffers: &mut Vec<SealBuffer>,
+) -> Vec<SealedPerson> {
+    let seal_all = |persons: &[(u64, PendingPerson)], index: usize, buffer: &mut SealBuffer| {
+        buffer.sealed.clear();
+        let SealBuffer { sealed, plain } = buffer;
         persons
             .iter()
             .map(|(_, person)| SealedPerson {
+                buffer: index,
                 chunk: (!person.new_events.is_empty())
-                    .then(|| codec::seal_events(&person.new_events, &mut plain)),
+                    .then(|| codec::seal_events(&person.new_events, plain, sealed)),
                 header: (person.header.chunk_count <= MAX_CHUNKS)
-                    .then(|| codec::encode_header(&person.header)),
+                    .then(|| codec::encode_header_into(&person.header, plain, sealed)),
             })
             .collect::<Vec<_>>()
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads == 1 || pending.len() < PARALLEL_SEAL_PERSONS {
-        return seal_all(pending);
+    let threads = if pending.len() < PARALLEL_SEAL_PERSONS {
+        1
+    } else {
+        threads
+    };
+    if buffers.len() < threads {
+        buffers.resize_with(threads, SealBuffer::default);
+    }
+    if threads == 1 {
+        return seal_all(pending, 0, &mut buffers[0]);
     }
     let part = pending.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let parts: Vec<_> = pending
             .chunks(part)
-            .map(|persons| scope.spawn(move || seal_all(persons)))
+            .zip(buffers.iter_mut().enumerate())
+            .map(|(persons, (index, buffer))| scope.spawn(move || seal_all(persons, index, buffer)))
             .collect();
         parts
             .into_iter()
