@@ -96,23 +96,31 @@ pub fn prepare_files<R>(
     let workers = workers.max(1);
     let (raw_sender, raw_receiver) = sync_channel::<ReadChunk>(workers * QUEUED_PER_WORKER);
     let raw_receiver = Arc::new(Mutex::new(raw_receiver));
+    // Emptied chunks go back to the reader, which fills them again: a fresh 1 MiB buffer per
+    // chunk had its pages faulted in (and zeroed by the kernel) every time.
+    let (spare_sender, spare_receiver) =
+        sync_channel::<RawChunk>(workers * (QUEUED_PER_WORKER + 1));
     let (prepared_sender, prepared_receiver) =
         sync_channel::<PreparedChunk>(workers * QUEUED_PER_WORKER);
     std::thread::scope(|scope| {
         // Named, so profiles and stack dumps tell the stages apart.
         let thread = |name: &str| std::thread::Builder::new().name(name.to_owned());
         thread("ingest-read")
-            .spawn_scoped(scope, move || read_files(source, raw_sender))
+            .spawn_scoped(scope, move || {
+                read_files(source, raw_sender, spare_receiver)
+            })
             .expect("the reading thread starts");
         for _ in 0..workers {
             let raw_receiver = Arc::clone(&raw_receiver);
             let prepared_sender = prepared_sender.clone();
+            let spare_sender = spare_sender.clone();
             thread("ingest-prepare")
                 .spawn_scoped(scope, move || {
-                    prepare_chunks(source, &raw_receiver, &prepared_sender)
+                    prepare_chunks(source, &raw_receiver, &prepared_sender, &spare_sender)
                 })
                 .expect("a preparing thread starts");
         }
+        drop(spare_sender);
         // Only the threads hold the queues' other ends, so a side that stops closes them.
         drop(raw_receiver);
         drop(prepared_sender);
@@ -131,8 +139,8 @@ pub fn prepare_files<R>(
 }
 
 /// The reader thread: cuts the files into chunks until they end, one cannot be read, or nobody
-/// takes chunks any more.
-fn read_files(source: &BatchSource<'_>, sender: SyncSender<ReadChunk>) {
+/// takes chunks any more. Chunks are taken from `spares` (emptied by the workers) when there are.
+fn read_files(source: &BatchSource<'_>, sender: SyncSender<ReadChunk>, spares: Receiver<RawChunk>) {
     let mut seq = 0;
     for (file, path) in source.files.iter().enumerate() {
         let mut reader = match RawReader::open(path, source.format) {
@@ -149,7 +157,7 @@ fn read_files(source: &BatchSource<'_>, sender: SyncSender<ReadChunk>) {
             }
         };
         loop {
-            let mut rows = RawChunk::default();
+            let mut rows = spares.try_recv().unwrap_or_default();
             let mut error = None;
             let more = loop {
                 match reader.read_into(&mut rows) {
@@ -201,6 +209,7 @@ fn prepare_chunks(
     source: &BatchSource<'_>,
     receiver: &Mutex<Receiver<ReadChunk>>,
     sender: &SyncSender<PreparedChunk>,
+    spares: &SyncSender<RawChunk>,
 ) {
     loop {
         // The lock is held only while waiting for a chunk, never while preparing one.
@@ -212,6 +221,10 @@ fn prepare_chunks(
             return;
         };
         let rows = chunk.rows.prepare(source.kind, source.dataset_id).collect();
+        let mut emptied = chunk.rows;
+        emptied.clear();
+        // When the reader has spares enough (or is gone), the chunk is simply freed.
+        let _ = spares.try_send(emptied);
         let prepared = PreparedChunk {
             seq: chunk.seq,
             file: chunk.file,

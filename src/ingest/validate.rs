@@ -357,7 +357,7 @@ impl RawChunk {
     }
 
     /// Empties the chunk, keeping its buffers.
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.text.clear();
         self.rows.clear();
     }
