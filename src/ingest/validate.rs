@@ -157,11 +157,15 @@ pub fn validate_row(kind: RecordKind, row: &Value, json_bytes: usize) -> Result<
         }
     }
     for (path, expected) in TYPED_FIELDS {
-        let Some(value) = path.split('.').try_fold(row, |node, part| node.get(part)) else {
+        let Some(value) = path.iter().try_fold(row, |node, part| node.get(part)) else {
             continue;
         };
         if !expected.accepts(value.into()) {
-            return Err(format!("{path} must be {}", expected.describe()));
+            return Err(format!(
+                "{} must be {}",
+                path.join("."),
+                expected.describe()
+            ));
         }
     }
     Ok(())
@@ -278,25 +282,28 @@ fn timestamp_ms(shape: Shape<'_>) -> Option<i64> {
 }
 
 /// Standard XDM paths of `ingest-api.md` §12.2–12.3 and their types.
-const TYPED_FIELDS: &[(&str, Expect)] = &[
-    ("timestamp", Expect::DateTime),
-    ("eventType", Expect::String),
-    ("person.birthDate", Expect::Date),
-    ("person.birthYear", Expect::Integer),
-    ("person.gender", Expect::String),
-    ("homeAddress.countryCode", Expect::CountryCode),
-    ("workAddress.countryCode", Expect::CountryCode),
-    ("personalEmail.address", Expect::String),
-    ("loyalty.points", Expect::Number),
-    ("loyalty.lifetimePurchases", Expect::Number),
-    ("loyalty.joinDate", Expect::DateTime),
-    ("loyalty.loyaltyID", Expect::Array),
-    ("extSourceSystemAudit.lastUpdatedDate", Expect::DateTime),
-    ("commerce.order.priceTotal", Expect::Number),
-    ("commerce.order.currencyCode", Expect::CurrencyCode),
-    ("productListItems", Expect::Array),
-    ("web.webPageDetails.isHomePage", Expect::Boolean),
-    ("placeContext.geo.countryCode", Expect::CountryCode),
+const TYPED_FIELDS: &[(&[&str], Expect)] = &[
+    (&["timestamp"], Expect::DateTime),
+    (&["eventType"], Expect::String),
+    (&["person", "birthDate"], Expect::Date),
+    (&["person", "birthYear"], Expect::Integer),
+    (&["person", "gender"], Expect::String),
+    (&["homeAddress", "countryCode"], Expect::CountryCode),
+    (&["workAddress", "countryCode"], Expect::CountryCode),
+    (&["personalEmail", "address"], Expect::String),
+    (&["loyalty", "points"], Expect::Number),
+    (&["loyalty", "lifetimePurchases"], Expect::Number),
+    (&["loyalty", "joinDate"], Expect::DateTime),
+    (&["loyalty", "loyaltyID"], Expect::Array),
+    (
+        &["extSourceSystemAudit", "lastUpdatedDate"],
+        Expect::DateTime,
+    ),
+    (&["commerce", "order", "priceTotal"], Expect::Number),
+    (&["commerce", "order", "currencyCode"], Expect::CurrencyCode),
+    (&["productListItems"], Expect::Array),
+    (&["web", "webPageDetails", "isHomePage"], Expect::Boolean),
+    (&["placeContext", "geo", "countryCode"], Expect::CountryCode),
 ];
 
 /// Returns the dotted path of the first `null` inside `value`.
@@ -446,20 +453,20 @@ fn prepare_event_text(
     let body = packed_body.as_slice();
     // The row's top-level entries, read once: every checked path starts among them.
     let top: Vec<(&[u8], &[u8])> = packed::fields(body)?.collect();
-    let packed_at = |path: &str| -> Option<&[u8]> {
-        let mut parts = path.split('.');
-        let first = parts.next()?.as_bytes();
-        let (_, start) = top.iter().find(|(name, _)| *name == first)?;
-        parts.try_fold(*start, |node, part| packed::field(node, part))
+    let packed_at = |path: &[&str]| -> Option<&[u8]> {
+        let (first, rest) = path.split_first()?;
+        let (_, start) = top.iter().find(|(name, _)| *name == first.as_bytes())?;
+        rest.iter()
+            .try_fold(*start, |node, part| packed::field(node, part))
     };
-    let node_at = |path: &str| packed_at(path).and_then(packed::node);
-    let identity_map = packed::to_value(packed_at("identityMap")?).ok()?;
+    let node_at = |path: &[&str]| packed_at(path).and_then(packed::node);
+    let identity_map = packed::to_value(packed_at(&["identityMap"])?).ok()?;
     let identities = identity_map_identities(Some(&identity_map)).ok()?;
-    let id = match node_at("_id")? {
+    let id = match node_at(&["_id"])? {
         packed::Node::String(id) if !id.is_empty() => id,
         _ => return None,
     };
-    let timestamp_ms = timestamp_ms(node_at("timestamp")?.into())?;
+    let timestamp_ms = timestamp_ms(node_at(&["timestamp"])?.into())?;
     for (path, expected) in TYPED_FIELDS {
         if let Some(node) = node_at(path)
             && !expected.accepts(node.into())
