@@ -90,15 +90,18 @@ pub fn load(
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let count = profiles.profile_count(tenant)?;
+    // The rate is of the folder's people, not of the store's: onto a store that already held
+    // profiles, the store's count over this load's time would overstate it.
     writeln!(
         report,
-        "ingested {} into {} for {}/{}: {count} merged profiles, {} events in {seconds:.1} s ({:.0} profiles/s)",
+        "ingested {} into {} for {}/{}: {} generated profiles, {} events in {seconds:.1} s ({:.0} profiles/s); {count} merged profiles in the store",
         dir.display(),
         data_dir.display(),
         tenant.org_id,
         tenant.sandbox,
+        manifest.profiles,
         manifest.events,
-        count as f64 / seconds
+        manifest.profiles as f64 / seconds
     )?;
     for line in lines {
         writeln!(report, "{line}")?;
