@@ -460,8 +460,8 @@ fn prepare_event_text(
             .try_fold(*start, |node, part| packed::field(node, part))
     };
     let node_at = |path: &[&str]| packed_at(path).and_then(packed::node);
-    let identity_map = packed::to_value(packed_at(&["identityMap"])?).ok()?;
-    let identities = identity_map_identities(Some(&identity_map)).ok()?;
+    let identities =
+        identity_map_identities(Some(packed::Packed(packed_at(&["identityMap"])?))).ok()?;
     let id = match node_at(&["_id"])? {
         packed::Node::String(id) if !id.is_empty() => id,
         _ => return None,
@@ -933,6 +933,11 @@ mod tests {
             broken("/identityMap", json!({"ECID": [{"id": "short"}]})),
             broken("/identityMap", json!({"ECID": [{"id": ECID}], "Email": [{"id": "a@b.c", "primary": true}]})),
             broken("/identityMap", json!([])),
+            broken("/identityMap", json!({"ECID": [{"id": ECID, "primary": "yes"}]})),
+            broken("/identityMap", json!({"ECID": [ECID]})),
+            broken("/identityMap", json!({"ECID": {"id": ECID}})),
+            broken("/identityMap", json!({"ecid": [{"id": ECID}, {"id": ECID}], "Email": [{"id": "a@b.c"}]})),
+            broken("/identityMap", json!({"Email": [{"id": "a@b.c"}], "ECID": [{"id": ECID, "primary": true}]})),
             broken("/web/webPageDetails/isHomePage", json!("yes")),
             broken("/web/webPageDetails", Value::Null),
             broken("/commerce/order/currencyCode", json!("usd")),
@@ -953,7 +958,7 @@ mod tests {
             }
         }
         // The valid rows other than the one with a repeated key took the fast way.
-        assert_eq!(fast_ways, 6);
+        assert_eq!(fast_ways, 8);
         // The valid row with its "é" broken into bytes that are not UTF-8.
         let mut not_utf8 = ok.to_string().into_bytes();
         let accent = not_utf8.iter().position(|&b| b == 0xc3).unwrap();

@@ -77,12 +77,56 @@ pub fn row_identities(row: &Value) -> Result<Vec<Identity>, String> {
     identity_map_identities(row.get("identityMap"))
 }
 
+/// Read access to a JSON value, so that [`identity_map_identities`] checks a parsed
+/// `serde_json::Value` and packed bytes (how batch ingestion holds an event) by the same code.
+pub trait JsonView<'a>: Copy {
+    /// The entries of an object, in order; `None` for any other value.
+    fn entries(self) -> Option<Vec<(&'a str, Self)>>;
+    /// The items of an array; `None` for any other value.
+    fn items(self) -> Option<Vec<Self>>;
+    /// The value of `key` in an object; `None` when absent or not an object.
+    fn get(self, key: &str) -> Option<Self>;
+    /// The text of a string.
+    fn as_str(self) -> Option<&'a str>;
+    /// The value of a boolean.
+    fn as_bool(self) -> Option<bool>;
+}
+
+impl<'a> JsonView<'a> for &'a Value {
+    fn entries(self) -> Option<Vec<(&'a str, Self)>> {
+        Some(
+            self.as_object()?
+                .iter()
+                .map(|(key, value)| (key.as_str(), value))
+                .collect(),
+        )
+    }
+
+    fn items(self) -> Option<Vec<Self>> {
+        Some(self.as_array()?.iter().collect())
+    }
+
+    fn get(self, key: &str) -> Option<Self> {
+        Value::get(self, key)
+    }
+
+    fn as_str(self) -> Option<&'a str> {
+        Value::as_str(self)
+    }
+
+    fn as_bool(self) -> Option<bool> {
+        Value::as_bool(self)
+    }
+}
+
 /// [`row_identities`] of a row whose `identityMap` is `map` (`None`: the row has none).
-pub fn identity_map_identities(map: Option<&Value>) -> Result<Vec<Identity>, String> {
+pub fn identity_map_identities<'a>(
+    map: Option<impl JsonView<'a>>,
+) -> Result<Vec<Identity>, String> {
     let Some(map) = map else {
         return Err("row has no identityMap, so it carries no identity".to_owned());
     };
-    let Some(map) = map.as_object() else {
+    let Some(map) = map.entries() else {
         return Err("identityMap must be an object".to_owned());
     };
     let mut identities: Vec<Identity> = Vec::new();
@@ -93,21 +137,21 @@ pub fn identity_map_identities(map: Option<&Value>) -> Result<Vec<Identity>, Str
                 "identityMap has an invalid namespace code {namespace:?}"
             ));
         }
-        let Some(entries) = entries.as_array() else {
+        let Some(entries) = entries.items() else {
             return Err(format!("identityMap.{namespace} must be an array"));
         };
         let namespace = canonical_namespace(namespace);
         for entry in entries {
-            let Some(id) = entry.get("id").and_then(Value::as_str) else {
+            let Some(id) = entry.get("id").and_then(JsonView::as_str) else {
                 return Err(format!(
                     "identityMap.{namespace}[] entries need a string id"
                 ));
             };
             check_identity_value(&namespace, id)?;
-            let primary = match entry.get("primary") {
+            let primary = match entry.get("primary").map(JsonView::as_bool) {
                 None => false,
-                Some(Value::Bool(flag)) => *flag,
-                Some(_) => {
+                Some(Some(flag)) => flag,
+                Some(None) => {
                     return Err(format!(
                         "identityMap.{namespace}[].primary must be a boolean"
                     ));

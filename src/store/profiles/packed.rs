@@ -21,6 +21,8 @@
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde_json::Value;
 
+use super::identity::JsonView;
+
 const NULL: u8 = 0;
 const FALSE: u8 = 1;
 const TRUE: u8 = 2;
@@ -396,6 +398,57 @@ pub fn node(bytes: &[u8]) -> Option<Node<'_>> {
     })
 }
 
+/// Returns the items of the packed array `array` (each a packed value), or `None` when it is not
+/// an array; a malformed item ends them.
+pub fn items(array: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+    let mut reader = PackedDeserializer::new(array);
+    if reader.byte().ok()? != ARRAY {
+        return None;
+    }
+    let count = reader.container().ok()?;
+    Some((0..count).map_while(move |_| {
+        let value_at = reader.bytes;
+        reader.skip().ok()?;
+        Some(&value_at[..value_at.len() - reader.bytes.len()])
+    }))
+}
+
+/// A packed value read through [`JsonView`], so identities are checked on packed bytes by the
+/// code that checks parsed rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Packed<'a>(pub &'a [u8]);
+
+impl<'a> JsonView<'a> for Packed<'a> {
+    fn entries(self) -> Option<Vec<(&'a str, Self)>> {
+        // Keys not in UTF-8 (never written by `pack` or `transcode_json`) make it no object.
+        fields(self.0)?
+            .map(|(key, value)| Some((std::str::from_utf8(key).ok()?, Packed(value))))
+            .collect()
+    }
+
+    fn items(self) -> Option<Vec<Self>> {
+        Some(items(self.0)?.map(Packed).collect())
+    }
+
+    fn get(self, key: &str) -> Option<Self> {
+        field(self.0, key).map(Packed)
+    }
+
+    fn as_str(self) -> Option<&'a str> {
+        match node(self.0)? {
+            Node::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn as_bool(self) -> Option<bool> {
+        match node(self.0)? {
+            Node::Bool(flag) => Some(flag),
+            _ => None,
+        }
+    }
+}
+
 /// Why packed bytes could not be read: they are truncated or corrupt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("packed value: {0}")]
@@ -707,6 +760,38 @@ mod tests {
         assert_eq!(field(&packed, "c"), None);
         assert_eq!(field(field(&packed, "a").unwrap(), "b"), None);
         assert_eq!(field(&packed[..packed.len() - 1], "d"), None);
+    }
+
+    #[test]
+    fn items_and_nodes_read_packed_values_as_they_were() {
+        let value = json!([1, -2, 2.5, "x", true, null, [3], {"k": "v"}]);
+        let packed = to_packed(&value);
+        let packed_items: Vec<&[u8]> = items(&packed).unwrap().collect();
+        let back: Vec<Value> = packed_items
+            .iter()
+            .map(|item| to_value(item).unwrap())
+            .collect();
+        assert_eq!(Value::Array(back), value);
+        let nodes: Vec<Node> = packed_items
+            .iter()
+            .map(|item| node(item).unwrap())
+            .collect();
+        assert_eq!(
+            nodes[..6],
+            [
+                Node::Positive(1),
+                Node::Negative(-2),
+                Node::Double(2.5),
+                Node::String("x"),
+                Node::Bool(true),
+                Node::Null
+            ]
+        );
+        assert!(matches!(nodes[6], Node::Array(_)));
+        assert!(matches!(nodes[7], Node::Object(_)));
+        assert!(items(&to_packed(&json!({"k": 1}))).is_none());
+        assert_eq!(node(&[]), None);
+        assert_eq!(node(&[99]), None);
     }
 
     #[test]
