@@ -1,7 +1,6 @@
 """Drives a release segmentd over loopback and prints measured figures (see scripts/bench.sh)."""
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -51,10 +50,21 @@ def call(base, method, path, body=None):
 
 
 def timed(label, command):
-    started = time.perf_counter()
-    output = subprocess.run(command, check=True, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    return seconds, output.stdout
+    """Runs `command`; returns its seconds, its standard output and its own peak RSS in MB.
+
+    The peak is the child's own (wait4), not RUSAGE_CHILDREN: bench.sh execs this script after
+    `cargo build`, whose compiler would otherwise count as a child of this process."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{label} failed ({child.returncode}): {err.read().strip()}")
+        out.seek(0)
+        return seconds, out.read(), usage.ru_maxrss / 1024
 
 
 def preview(base, expression):
@@ -91,20 +101,21 @@ def main():
             # input (~30 GB) need not fit the disk beside the store. Parts after the first load into
             # a non-empty store.
             chunk = int(os.environ.get("BENCH_CHUNK_PROFILES", profiles))
-            generate_seconds = ingest_seconds = 0.0
+            generate_seconds = ingest_seconds = peak_mb = 0.0
             for part, start in enumerate(range(0, profiles, chunk)):
                 count = min(chunk, profiles - start)
-                seconds, _ = timed("generate", [BIN, "generate", "--profiles", str(count), "--seed", str(7 + part),
-                                                "--first-index", str(start), "--out", data_in, "--now", now])
+                seconds, _, generate_mb = timed("generate", [BIN, "generate", "--profiles", str(count),
+                                                             "--seed", str(7 + part), "--first-index", str(start),
+                                                             "--out", data_in, "--now", now])
                 generate_seconds += seconds
-                seconds, output = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
+                seconds, output, ingest_mb = timed("ingest", [BIN, "ingest", data_in, "--data-dir", data_dir])
                 ingest_seconds += seconds
+                peak_mb = max(peak_mb, generate_mb, ingest_mb)
                 if count < profiles:
-                    print(f"  part {part + 1}: {count} profiles ingested in {seconds:.1f} s = {count / seconds:,.0f} profiles/s")
+                    print(f"  part {part + 1}: {count} profiles ingested in {seconds:.1f} s = "
+                          f"{count / seconds:,.0f} profiles/s, peak RSS {ingest_mb:,.0f} MB")
                 shutil.rmtree(data_in, ignore_errors=True)
             print(f"generate: {profiles} profiles in {generate_seconds:.1f} s = {profiles / generate_seconds:,.0f} profiles/s")
-            # ru_maxrss of waited children is the peak of generate and ingest: the larger one.
-            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             print(f"ingest (batch path, validation, one transaction per dataset): {ingest_seconds:.1f} s = "
                   f"{profiles / ingest_seconds:,.0f} profiles/s, peak RSS of generate/ingest {peak_mb:,.0f} MB")
             print("  " + output.strip().splitlines()[0])
