@@ -80,6 +80,7 @@ impl PreparedRow {
                     &identities,
                     id,
                     timestamp_ms,
+                    0,
                     |out| packed::pack(row, out),
                 ))
             }
@@ -95,16 +96,24 @@ impl PreparedRow {
         timestamp_ms: i64,
         packed_body: &[u8],
     ) -> Self {
-        Self::event(dataset_id, identities, id, timestamp_ms, |out| {
-            out.extend_from_slice(packed_body)
-        })
+        Self::event(
+            dataset_id,
+            identities,
+            id,
+            timestamp_ms,
+            packed_body.len(),
+            |out| out.extend_from_slice(packed_body),
+        )
     }
 
+    /// `body_bytes` is the body's size when known (else 0), so the encoding is allocated once
+    /// rather than grown, and copied, as it is written.
     fn event(
         dataset_id: &str,
         identities: &[Identity],
         id: &str,
         timestamp_ms: i64,
+        body_bytes: usize,
         write_body: impl FnOnce(&mut Vec<u8>),
     ) -> Self {
         let mut row = Self::with_identities(
@@ -113,12 +122,17 @@ impl PreparedRow {
                 encoded: Vec::new(),
             },
         );
-        let mut encoder = Encoder::default();
+        let primary = &row.identity_keys[row.primary];
+        // The fields' lengths (4-byte prefixes), the timestamp and the body's length prefix.
+        let fields_bytes = 3 * 4 + dataset_id.len() + primary.len() + id.len() + 8 + 4;
+        let mut encoder = Encoder {
+            bytes: Vec::with_capacity(fields_bytes + body_bytes),
+        };
         codec::push_event_with(
             &mut encoder,
             timestamp_ms,
             dataset_id,
-            &row.identity_keys[row.primary],
+            primary,
             id,
             write_body,
         );
