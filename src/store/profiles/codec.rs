@@ -59,9 +59,11 @@ pub(crate) struct PersonHeader {
     pub identities: Vec<String>,
     /// The record fragments of the person.
     pub fragments: Vec<Fragment>,
-    /// Events stored in chunks, duplicates included.
+    /// Events stored in chunks, duplicates included, as of the last write of the header: a hint
+    /// (union by size, buffer sizes), since writes that only append events leave the header alone.
     pub event_count: u64,
-    /// Number of event chunks, stored at sequence numbers `1..=chunk_count`.
+    /// Number of event chunks as of the last write of the header, a hint like `event_count`:
+    /// the chunks are found by key range (sequence numbers `1..=` the last one).
     pub chunk_count: u32,
 }
 

@@ -52,7 +52,9 @@
 //! event chunks are adjacent keys, so a full pass is one range read of
 //! `profile_persons` with no random lookups. Event chunks are appended (one per
 //! write that touches the person) and compacted into one when there are more
-//! than [`MAX_CHUNKS`], so a streamed event never rewrites a long history.
+//! than [`MAX_CHUNKS`], so a streamed event never rewrites a long history. A write that only
+//! appends events to a known person finds its last chunk by key range and leaves the header
+//! alone (its event and chunk counts are hints), so it reads and rewrites no header.
 //!
 //! # Identity graph
 //!
@@ -527,12 +529,17 @@ impl ProfileStore {
         if header.identities.len() > merge::MAX_GRAPH_IDENTITIES {
             return Err(ProfileStoreError::GraphTooLarge(header.identities.len()));
         }
-        let guards = (1..=header.chunk_count)
-            .map(|seq| persons.get(person_key(tenant_id, person_id, seq).as_slice()))
+        // The chunks are found by key range: writes that only append events leave the header's
+        // chunk count behind.
+        let guards = persons
+            .range(
+                person_key(tenant_id, person_id, 1).as_slice()
+                    ..person_key(tenant_id, person_id + 1, 0).as_slice(),
+            )?
+            .map(|entry| entry.map(|(_, value)| value))
             .collect::<Result<Vec<_>, _>>()?;
         let chunks = guards
             .iter()
-            .flatten()
             .map(|guard| codec::open_chunk(guard.value()))
             .collect::<Result<Vec<_>, _>>()?;
         let mut events = Vec::new();
@@ -584,7 +591,8 @@ impl ProfileStore {
             for identity in &header.identities {
                 tables.ids.remove(id_key(tenant_id, identity).as_slice())?;
             }
-            for seq in 0..=header.chunk_count {
+            let last_seq = tables.last_chunk_seq(tenant_id, person_id)?;
+            for seq in 0..=last_seq {
                 tables
                     .persons
                     .remove(person_key(tenant_id, person_id, seq).as_slice())?;
@@ -774,6 +782,22 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    /// Returns the sequence number of the person's last event chunk (0: none), found by key
+    /// range: the header's count is not kept up to date by writes that only append events.
+    fn last_chunk_seq(&self, tenant_id: u32, person_id: u64) -> Result<u32, ProfileStoreError> {
+        let keys = person_key(tenant_id, person_id, 0)..person_key(tenant_id, person_id + 1, 0);
+        match self
+            .persons
+            .range(keys.start.as_slice()..keys.end.as_slice())?
+            .next_back()
+        {
+            Some(entry) => Ok(split_person_key(entry?.0.value())?.1),
+            None => Err(ProfileStoreError::Corrupt(format!(
+                "identity points at missing person {person_id}"
+            ))),
+        }
+    }
+
     fn read_header(
         &self,
         tenant_id: u32,
@@ -793,7 +817,13 @@ impl<'txn> Tables<'txn> {
 
 /// A person loaded into a batch, with its not yet written events.
 struct PendingPerson {
+    /// The person's header once read (or new); the default until then.
     header: PersonHeader,
+    /// Whether `header` holds the person's header: a write that only appends events to a known
+    /// person needs none, and leaves the stored one as it is.
+    header_read: bool,
+    /// The sequence number of the person's last event chunk: chunks are keyed `1..=last_seq`.
+    last_seq: u32,
     /// New events, each in the chunk encoding, as the rows brought them: kept apart until the
     /// flush joins them into one chunk, so adding one never copies the others.
     new_events: Vec<Vec<u8>>,
@@ -868,6 +898,9 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             content,
         } = row;
         let person_id = self.link(&identity_keys)?;
+        if matches!(content, PreparedContent::Record { .. }) {
+            self.read_header(person_id)?;
+        }
         let pending = self
             .pending
             .get_mut(&person_id)
@@ -934,16 +967,20 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
                 let person_id = self.next_person;
                 self.next_person += 1;
                 self.created += 1;
-                self.pending.insert(person_id, PendingPerson::empty());
+                self.pending.insert(person_id, PendingPerson::new_person());
                 person_id
             }
             [only] => {
                 self.load(*only)?;
+                if owners.iter().any(Option::is_none) {
+                    self.read_header(*only)?;
+                }
                 *only
             }
             several => {
                 for &person in several {
                     self.load(person)?;
+                    self.read_header(person)?;
                 }
                 let target = *several
                     .iter()
@@ -972,17 +1009,37 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         Ok(target)
     }
 
-    /// Loads a person's header into the batch if it is not there yet.
+    /// Loads a person into the batch if it is not there yet, without its header: the last
+    /// chunk's sequence number is all that appending events needs ([`BatchWriter::read_header`]
+    /// reads the header for the writes that change it).
     fn load(&mut self, person_id: u64) -> Result<(), ProfileStoreError> {
         if !self.pending.contains_key(&person_id) {
-            let header = self.tables.read_header(self.tenant_id, person_id)?;
+            let last_seq = self.tables.last_chunk_seq(self.tenant_id, person_id)?;
             self.pending.insert(
                 person_id,
                 PendingPerson {
-                    header,
-                    ..PendingPerson::empty()
+                    header: PersonHeader::default(),
+                    header_read: false,
+                    last_seq,
+                    new_events: Vec::new(),
                 },
             );
+        }
+        Ok(())
+    }
+
+    /// Reads the header of a loaded person if it has not been read yet.
+    fn read_header(&mut self, person_id: u64) -> Result<(), ProfileStoreError> {
+        let read = self
+            .pending
+            .get(&person_id)
+            .expect("person is loaded")
+            .header_read;
+        if !read {
+            let header = self.tables.read_header(self.tenant_id, person_id)?;
+            let person = self.pending.get_mut(&person_id).expect("person is loaded");
+            person.header = header;
+            person.header_read = true;
         }
         Ok(())
     }
@@ -1005,7 +1062,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             .header
             .fragments
             .extend(source_person.header.fragments);
-        for seq in 1..=source_person.header.chunk_count {
+        for seq in 1..=source_person.last_seq {
             let chunk = self
                 .tables
                 .persons
@@ -1014,8 +1071,8 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
                 .ok_or_else(|| {
                     ProfileStoreError::Corrupt(format!("person {source} lacks event chunk {seq}"))
                 })?;
-            target_person.header.chunk_count += 1;
-            let new_key = person_key(self.tenant_id, target, target_person.header.chunk_count);
+            target_person.last_seq += 1;
+            let new_key = person_key(self.tenant_id, target, target_person.last_seq);
             self.tables
                 .persons
                 .insert(new_key.as_slice(), chunk.as_slice())?;
@@ -1025,6 +1082,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             .remove(person_key(self.tenant_id, source, 0).as_slice())?;
         self.touched_partitions
             .insert(source / self.partition_persons);
+        target_person.header.chunk_count = target_person.last_seq;
         target_person.header.event_count += source_person.header.event_count;
         target_person.new_events.extend(source_person.new_events);
         self.pending.insert(target, target_person);
@@ -1045,7 +1103,8 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         pending.sort_unstable_by_key(|(person_id, _)| *person_id);
         for (_, person) in &mut pending {
             if !person.new_events.is_empty() {
-                person.header.chunk_count += 1;
+                person.last_seq += 1;
+                person.header.chunk_count = person.last_seq;
                 person.header.event_count += person.new_events.len() as u64;
             }
         }
@@ -1055,13 +1114,20 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
                 .insert(person_id / self.partition_persons);
             let sealed_bytes = &self.seal_buffers[sealed.buffer].sealed;
             if let Some(chunk) = sealed.chunk {
-                let key = person_key(self.tenant_id, person_id, person.header.chunk_count);
+                let key = person_key(self.tenant_id, person_id, person.last_seq);
                 self.tables
                     .persons
                     .insert(key.as_slice(), &sealed_bytes[chunk])?;
-                if person.header.chunk_count > MAX_CHUNKS {
-                    compact_chunks(self.tables, self.tenant_id, person_id, &mut person.header)?;
+                if person.last_seq > MAX_CHUNKS {
+                    let kept =
+                        compact_chunks(self.tables, self.tenant_id, person_id, person.last_seq)?;
+                    person.last_seq = 1;
+                    person.header.chunk_count = 1;
+                    person.header.event_count = kept;
                 }
+            }
+            if !person.header_read {
+                continue;
             }
             let key = person_key(self.tenant_id, person_id, 0);
             match sealed.header {
@@ -1101,9 +1167,12 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
 }
 
 impl PendingPerson {
-    fn empty() -> Self {
+    /// A person this batch creates: its whole (empty) header is known.
+    fn new_person() -> Self {
         Self {
             header: PersonHeader::default(),
+            header_read: true,
+            last_seq: 0,
             new_events: Vec::new(),
         }
     }
@@ -1156,7 +1225,7 @@ fn seal_persons(
                 chunk: (!person.new_events.is_empty()).then(|| {
                     codec::seal_events(&std::mem::take(&mut person.new_events), plain, sealed)
                 }),
-                header: (person.header.chunk_count <= MAX_CHUNKS)
+                header: (person.header_read && person.last_seq <= MAX_CHUNKS)
                     .then(|| codec::encode_header_into(&person.header, plain, sealed)),
             })
             .collect::<Vec<_>>()
@@ -1193,10 +1262,10 @@ fn compact_chunks(
     tables: &mut Tables<'_>,
     tenant_id: u32,
     person_id: u64,
-    header: &mut PersonHeader,
-) -> Result<(), ProfileStoreError> {
-    let mut stored = Vec::with_capacity(header.chunk_count as usize);
-    for seq in 1..=header.chunk_count {
+    last_seq: u32,
+) -> Result<u64, ProfileStoreError> {
+    let mut stored = Vec::with_capacity(last_seq as usize);
+    for seq in 1..=last_seq {
         let chunk = tables
             .persons
             .remove(person_key(tenant_id, person_id, seq).as_slice())?;
@@ -1232,9 +1301,7 @@ fn compact_chunks(
         person_key(tenant_id, person_id, 1).as_slice(),
         codec::seal_chunk(&compacted.bytes).as_slice(),
     )?;
-    header.chunk_count = 1;
-    header.event_count = count;
-    Ok(())
+    Ok(count)
 }
 
 /// Parses an XDM date-time: an ISO 8601 string or epoch milliseconds (§4.7).
