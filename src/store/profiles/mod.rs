@@ -1256,8 +1256,8 @@ fn seal_persons(
     })
 }
 
-/// Rewrites all event chunks of a person as one, dropping events superseded by
-/// a later write with the same (dataset, `_id`).
+/// Rewrites the event chunks `1..=last_seq` of a person as one (sequence number 1), dropping
+/// events superseded by a later write with the same (dataset, `_id`); returns how many it kept.
 fn compact_chunks(
     tables: &mut Tables<'_>,
     tenant_id: u32,

@@ -615,57 +615,45 @@ fn events_appended_without_rewriting_the_header_are_read_merged_compacted_and_de
     let (_dir, store) = open();
     let t = tenant();
     let policy = MergePolicy::default();
-    let c1 = json!({"CRMID": [{"id": "c-1"}]});
-    let at = "2024-01-01T00:00:00Z";
+    let add = |kind: RecordKind, dataset: &str, row: Value| {
+        store.apply_one(&t, dataset, kind, row).unwrap();
+    };
+    let add_event = |crm_id: &str, id: String| {
+        let ids = json!({"CRMID": [{"id": crm_id}]});
+        add(
+            RecordKind::Event,
+            "ev",
+            event(ids, &id, "2024-01-01T00:00:00Z"),
+        );
+    };
     // A known person, then events in writes of their own: each appends a chunk past the count
     // the header was last written with, and the last ones are compacted.
-    store
-        .apply_one(
-            &t,
-            "crm",
-            RecordKind::Profile,
-            record(c1.clone(), json!({"a": 1})),
-        )
-        .unwrap();
+    add(
+        RecordKind::Profile,
+        "crm",
+        record(json!({"CRMID": [{"id": "c-1"}]}), json!({"a": 1})),
+    );
     let appended = MAX_CHUNKS as usize + 3;
     for n in 0..appended {
-        store
-            .apply_one(
-                &t,
-                "ev",
-                RecordKind::Event,
-                event(c1.clone(), &format!("e{n}"), at),
-            )
-            .unwrap();
+        add_event("c-1", format!("e{n}"));
     }
     let profile = store.lookup(&t, "crmid", "c-1", &policy).unwrap().unwrap();
     assert_eq!(profile.total_events, appended);
     assert_eq!(profile.attributes["a"], 1);
 
     // A second person with an event, then a record linking both: the merge moves every chunk.
-    let c2 = json!({"CRMID": [{"id": "c-2"}]});
-    store
-        .apply_one(&t, "ev", RecordKind::Event, event(c2, "f0", at))
-        .unwrap();
+    add_event("c-2", "f0".to_owned());
     let both = json!({"CRMID": [{"id": "c-1"}, {"id": "c-2"}]});
-    store
-        .apply_one(
-            &t,
-            "loyalty",
-            RecordKind::Profile,
-            record(both, json!({"b": 2})),
-        )
-        .unwrap();
+    add(
+        RecordKind::Profile,
+        "loyalty",
+        record(both, json!({"b": 2})),
+    );
     assert_eq!(store.profile_count(&t).unwrap(), 1);
     let merged = store.lookup(&t, "crmid", "c-2", &policy).unwrap().unwrap();
     assert_eq!(merged.total_events, appended + 1);
-    assert_eq!(
-        (
-            merged.attributes["a"].clone(),
-            merged.attributes["b"].clone()
-        ),
-        (json!(1), json!(2))
-    );
+    assert_eq!(merged.attributes["a"], 1);
+    assert_eq!(merged.attributes["b"], 2);
     let scanned = all_profiles(&store, &policy);
     assert_eq!(scanned.len(), 1);
     assert_eq!(scanned[0].total_events, appended + 1);
@@ -673,23 +661,9 @@ fn events_appended_without_rewriting_the_header_are_read_merged_compacted_and_de
     // More events past the header's count, and a later person: deleting the merged one removes
     // all of its chunks, so none of them is read as the next person's.
     for n in 0..3 {
-        store
-            .apply_one(
-                &t,
-                "ev",
-                RecordKind::Event,
-                event(c1.clone(), &format!("h{n}"), at),
-            )
-            .unwrap();
+        add_event("c-1", format!("h{n}"));
     }
-    store
-        .apply_one(
-            &t,
-            "ev",
-            RecordKind::Event,
-            event(json!({"CRMID": [{"id": "c-3"}]}), "g0", at),
-        )
-        .unwrap();
+    add_event("c-3", "g0".to_owned());
     assert!(store.delete_person(&t, "crmid", "c-1").unwrap());
     let left = all_profiles(&store, &policy);
     assert_eq!(left.len(), 1);
