@@ -466,8 +466,10 @@ fn prepare_event_text(
         packed::Node::String(id) if !id.is_empty() => id,
         _ => return None,
     };
-    let timestamp_ms = timestamp_ms(node_at(&["timestamp"])?.into())?;
-    for (path, expected) in TYPED_FIELDS {
+    const TIMESTAMP: &[&str] = &["timestamp"];
+    let timestamp_ms = timestamp_ms(node_at(TIMESTAMP)?.into())?;
+    // The timestamp, a typed field too, was just read with the same rule: it is not parsed twice.
+    for (path, expected) in TYPED_FIELDS.iter().filter(|(path, _)| *path != TIMESTAMP) {
         if let Some(node) = node_at(path)
             && !expected.accepts(node.into())
         {

@@ -531,11 +531,9 @@ impl ProfileStore {
         }
         // The chunks are found by key range: writes that only append events leave the header's
         // chunk count behind.
+        let chunk_keys = person_keys(tenant_id, person_id, 1);
         let guards = persons
-            .range(
-                person_key(tenant_id, person_id, 1).as_slice()
-                    ..person_key(tenant_id, person_id + 1, 0).as_slice(),
-            )?
+            .range(chunk_keys.start.as_slice()..chunk_keys.end.as_slice())?
             .map(|entry| entry.map(|(_, value)| value))
             .collect::<Result<Vec<_>, _>>()?;
         let chunks = guards
@@ -785,7 +783,7 @@ impl<'txn> Tables<'txn> {
     /// Returns the sequence number of the person's last event chunk (0: none), found by key
     /// range: the header's count is not kept up to date by writes that only append events.
     fn last_chunk_seq(&self, tenant_id: u32, person_id: u64) -> Result<u32, ProfileStoreError> {
-        let keys = person_key(tenant_id, person_id, 0)..person_key(tenant_id, person_id + 1, 0);
+        let keys = person_keys(tenant_id, person_id, 0);
         match self
             .persons
             .range(keys.start.as_slice()..keys.end.as_slice())?
@@ -1356,6 +1354,12 @@ fn person_key(tenant_id: u32, person_id: u64, seq: u32) -> [u8; 16] {
     key[4..12].copy_from_slice(&person_id.to_be_bytes());
     key[12..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// The keys of one person's values from sequence number `first_seq` on (0: its header, 1: its
+/// first event chunk), as a range to read.
+fn person_keys(tenant_id: u32, person_id: u64, first_seq: u32) -> std::ops::Range<[u8; 16]> {
+    person_key(tenant_id, person_id, first_seq)..person_key(tenant_id, person_id + 1, 0)
 }
 
 fn split_person_key(key: &[u8]) -> Result<(u64, u32), ProfileStoreError> {
