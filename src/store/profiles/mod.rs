@@ -78,6 +78,7 @@ pub mod identity;
 pub mod merge;
 pub mod packed;
 mod prepare;
+mod segments;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -95,6 +96,7 @@ pub use merge::{
 };
 use prepare::PreparedContent;
 pub use prepare::PreparedRow;
+use segments::{ChunkLocation, LogEnd, LogWrite, SegmentLog};
 
 /// The file name of the store inside its directory.
 pub const DB_FILE: &str = "profiles.redb";
@@ -116,6 +118,11 @@ const CACHE_BYTES: usize = 512 << 20;
 /// memory stays bounded however many rows and persons it has.
 const FLUSH_BYTES: usize = 64 << 20;
 
+/// A flush whose new event chunks seal to at least this many bytes appends them to the segment
+/// files ([`segments`]); smaller ones (streamed events, small batches) keep them in the B-tree,
+/// where reading them needs no file read of its own.
+const SEGMENT_MIN_BYTES: usize = 1 << 20;
+
 /// Person ids per partition of [`ProfileStore::partitions`]: 8,192 persons hold about 7 MB of
 /// columnar tables, small enough for one per core in memory and large enough that per-partition
 /// overheads (a file, a checksum, binding a query) vanish next to its rows.
@@ -133,6 +140,10 @@ const TAG_NEXT_PERSON: u8 = 3;
 const TAG_PERSON_COUNT: u8 = 4;
 const TAG_DATASET_ROWS: u8 = 5;
 const TAG_PARTITION_VERSION: u8 = 6;
+/// The id of the segment file the last committed write appended to (tenant 0).
+const TAG_SEGMENT_ID: u8 = 7;
+/// The end of the bytes written to it by committed writes (tenant 0).
+const TAG_SEGMENT_END: u8 = 8;
 const GLOBAL: u32 = 0;
 
 /// What kind of rows a dataset holds.
@@ -153,6 +164,9 @@ pub enum ProfileStoreError {
     /// A stored value could not be decoded.
     #[error("profile store value is corrupt: {0}")]
     Corrupt(String),
+    /// A segment file of event chunks could not be read or written.
+    #[error("event segment file error: {0}")]
+    Segment(#[from] std::io::Error),
     /// A stored or given JSON document could not be (de)serialised.
     #[error("profile json error: {0}")]
     Json(#[from] serde_json::Error),
@@ -200,12 +214,16 @@ pub struct ScanStats {
 /// The durable, tenant-scoped profile store. See the module documentation.
 pub struct ProfileStore {
     db: Database,
+    /// The event chunks of large writes ([`segments`]).
+    segments: Arc<SegmentLog>,
     /// Gives the system ingest timestamp of record fragments (§9.4).
     clock: Arc<dyn Clock>,
     /// [`FLUSH_BYTES`], smaller in tests so that the flush path runs.
     flush_bytes: usize,
     /// [`PARTITION_PERSONS`], smaller in tests so that small stores have several partitions.
     partition_persons: u64,
+    /// [`SEGMENT_MIN_BYTES`], other in tests so that either way of keeping chunks runs.
+    segment_min_bytes: usize,
     /// Tenants whose persons changed since [`ProfileStore::take_quiet_tenants`] last gave them,
     /// with when they last changed; every tenant of the store when it was opened.
     changed_tenants: std::sync::Mutex<HashMap<Tenant, std::time::Instant>>,
@@ -236,17 +254,33 @@ impl ProfileStore {
         // writes before a crash may have left derived copies stale.
         let mut changed = HashMap::new();
         let opened_at = std::time::Instant::now();
-        for entry in db.begin_read()?.open_table(TENANTS)?.iter()? {
+        let read = db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let global = |tag| -> Result<u64, ProfileStoreError> {
+            Ok(meta
+                .get(meta_key(GLOBAL, tag, "").as_slice())?
+                .map_or(0, |v| v.value()))
+        };
+        let log_end = LogEnd {
+            segment: global(TAG_SEGMENT_ID)? as u32,
+            end: global(TAG_SEGMENT_END)?,
+        };
+        let segments = Arc::new(SegmentLog::open(dir, log_end)?);
+        for entry in read.open_table(TENANTS)?.iter()? {
             let (name, _) = entry?;
             if let Some((org, sandbox)) = name.value().split_once('\n') {
                 changed.insert(Tenant::new(org, sandbox), opened_at);
             }
         }
+        drop(meta);
+        drop(read);
         Ok(Self {
             db,
+            segments,
             clock: Arc::new(SystemClock),
             flush_bytes: FLUSH_BYTES,
             partition_persons: PARTITION_PERSONS,
+            segment_min_bytes: SEGMENT_MIN_BYTES,
             changed_tenants: std::sync::Mutex::new(changed),
         })
     }
@@ -262,6 +296,14 @@ impl ProfileStore {
     #[cfg(test)]
     fn with_flush_bytes(mut self, bytes: usize) -> Self {
         self.flush_bytes = bytes;
+        self
+    }
+
+    /// Keeps the new event chunks of flushes of at least `bytes` in segment files instead of
+    /// those of at least [`SEGMENT_MIN_BYTES`] (0: all of them).
+    #[cfg(test)]
+    fn with_segment_min_bytes(mut self, bytes: usize) -> Self {
+        self.segment_min_bytes = bytes;
         self
     }
 
@@ -311,13 +353,23 @@ impl ProfileStore {
         dataset_id: &str,
         rows: impl IntoIterator<Item = Result<PreparedRow, ProfileStoreError>>,
     ) -> Result<ApplyReport, ProfileStoreError> {
+        // Taken before the transaction, as by every write, and held until it commits or fails:
+        // appends that do not commit are cut off when `log_write` drops.
+        let mut log_write = self.segments.begin();
         let txn = self.db.begin_write()?;
         let report = {
             let mut tables = Tables::open(&txn)?;
             let tenant_id = tables.tenant_id(tenant)?;
             let batch_seq = tables.bump(&meta_key(GLOBAL, TAG_BATCH_SEQ, ""), 1)?;
-            let mut writer = BatchWriter::new(&mut tables, tenant_id, batch_seq, self.flush_bytes)?;
+            let mut writer = BatchWriter::new(
+                &mut tables,
+                &mut log_write,
+                tenant_id,
+                batch_seq,
+                self.flush_bytes,
+            )?;
             writer.partition_persons = self.partition_persons;
+            writer.segment_min_bytes = self.segment_min_bytes;
             let ingest_ms = self.clock.now().timestamp_millis();
             let mut rows_stored = 0;
             for row in rows {
@@ -340,6 +392,7 @@ impl ProfileStore {
             }
         };
         txn.commit()?;
+        log_write.committed();
         if report.rows > 0 {
             self.note_change(tenant);
         }
@@ -435,7 +488,7 @@ impl ProfileStore {
             return Ok(ScanStats::default());
         };
         let all = 0..snapshot.next_person;
-        scan_persons(&snapshot.persons, snapshot.tenant_id, all, policy, &mut f)
+        scan_persons(&snapshot, all, policy, &mut f)
     }
 
     /// Opens a read snapshot of the tenant's persons, or `None` for a tenant without data.
@@ -450,6 +503,7 @@ impl ProfileStore {
             .map_or(1, |v| v.value());
         Ok(Some(PersonsSnapshot {
             persons: txn.open_table(PERSONS)?,
+            segments: self.segments.clone(),
             tenant_id,
             next_person,
         }))
@@ -489,6 +543,7 @@ impl ProfileStore {
         Ok(Some(Partitions {
             snapshot: PersonsSnapshot {
                 persons: txn.open_table(PERSONS)?,
+                segments: self.segments.clone(),
                 tenant_id,
                 next_person,
             },
@@ -536,10 +591,7 @@ impl ProfileStore {
             .range(chunk_keys.start.as_slice()..chunk_keys.end.as_slice())?
             .map(|entry| entry.map(|(_, value)| value))
             .collect::<Result<Vec<_>, _>>()?;
-        let chunks = guards
-            .iter()
-            .map(|guard| codec::open_chunk(guard.value()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let chunks = open_chunks(&self.segments, guards.iter().map(|guard| guard.value()))?;
         let mut events = Vec::new();
         for chunk in &chunks {
             codec::decode_chunk(chunk, &mut events)?;
@@ -616,6 +668,8 @@ impl ProfileStore {
 /// person id of the tenant is below it).
 struct PersonsSnapshot {
     persons: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// Where the chunks the snapshot points at outside the B-tree lie.
+    segments: Arc<SegmentLog>,
     tenant_id: u32,
     next_person: u64,
 }
@@ -656,8 +710,7 @@ impl Partitions {
         let start = partition as u64 * self.partition_persons;
         let end = (partition as u64 + 1) * self.partition_persons;
         scan_persons(
-            &self.snapshot.persons,
-            self.snapshot.tenant_id,
+            &self.snapshot,
             start..end.min(self.snapshot.next_person),
             policy,
             &mut f,
@@ -668,8 +721,7 @@ impl Partitions {
 /// Reads the persons whose ids fall in `person_ids` in key order and hands each merged profile
 /// to `consume`.
 fn scan_persons<F>(
-    persons: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    tenant_id: u32,
+    snapshot: &PersonsSnapshot,
     person_ids: std::ops::Range<u64>,
     policy: &MergePolicy,
     consume: &mut F,
@@ -677,6 +729,13 @@ fn scan_persons<F>(
 where
     F: FnMut(MergedProfile),
 {
+    let PersonsSnapshot {
+        persons,
+        segments,
+        tenant_id,
+        ..
+    } = snapshot;
+    let tenant_id = *tenant_id;
     let mut stats = ScanStats::default();
     let range = persons.range(
         person_key(tenant_id, person_ids.start, 0).as_slice()
@@ -700,10 +759,7 @@ where
             skipped += 1;
             return Ok(());
         }
-        let chunks = chunks
-            .iter()
-            .map(|chunk| codec::open_chunk(chunk.value()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let chunks = open_chunks(segments, chunks.iter().map(|chunk| chunk.value()))?;
         let mut events = Vec::with_capacity(header.event_count as usize);
         for chunk in &chunks {
             codec::decode_chunk(chunk, &mut events)?;
@@ -833,8 +889,12 @@ struct PendingPerson {
 /// flush however many rows name it, and a batch's memory is bounded by
 /// [`FLUSH_BYTES`] whatever its size. Written persons leave memory; a later row
 /// of the same batch reads them back from the (uncommitted) transaction.
-struct BatchWriter<'a, 'txn> {
+struct BatchWriter<'a, 'txn, 'log> {
     tables: &'a mut Tables<'txn>,
+    /// Where large flushes append their event chunks.
+    segments: &'a mut LogWrite<'log>,
+    /// [`SEGMENT_MIN_BYTES`].
+    segment_min_bytes: usize,
     tenant_id: u32,
     batch_seq: u64,
     pending: HashMap<u64, PendingPerson>,
@@ -853,9 +913,10 @@ struct BatchWriter<'a, 'txn> {
     seal_buffers: Vec<SealBuffer>,
 }
 
-impl<'a, 'txn> BatchWriter<'a, 'txn> {
+impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     fn new(
         tables: &'a mut Tables<'txn>,
+        segments: &'a mut LogWrite<'log>,
         tenant_id: u32,
         batch_seq: i64,
         flush_bytes: usize,
@@ -866,6 +927,8 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             .map_or(1, |v| v.value());
         Ok(Self {
             tables,
+            segments,
+            segment_min_bytes: SEGMENT_MIN_BYTES,
             tenant_id,
             batch_seq: batch_seq as u64,
             pending: HashMap::new(),
@@ -1091,6 +1154,9 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
     /// Writes every pending person, a new event chunk if it has new events
     /// (compacting past [`MAX_CHUNKS`]) and then its header, and drops them from memory.
     ///
+    /// When the flush's new chunks come to [`SEGMENT_MIN_BYTES`] or more, they are appended to
+    /// the segment files in one write per sealing thread and the B-tree gets pointers to them.
+    ///
     /// Persons are written in key order: rows arrive in any person order, and one
     /// ordered sweep over the persons table touches each B-tree page once per
     /// flush, where hash order would dirty and re-read pages all over it. Their
@@ -1107,18 +1173,45 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
             }
         }
         let sealed = seal_persons(&mut pending, &mut self.seal_buffers);
+        let chunk_bytes: usize = self.seal_buffers.iter().map(|b| b.chunks.len()).sum();
+        // Per seal buffer, where its chunks start in the segment files.
+        let mut segment_starts = Vec::new();
+        if chunk_bytes > 0 && chunk_bytes >= self.segment_min_bytes {
+            for buffer in &self.seal_buffers {
+                segment_starts.push(self.segments.append(&buffer.chunks)?);
+            }
+        }
         for ((person_id, mut person), sealed) in pending.into_iter().zip(sealed) {
             self.touched_partitions
                 .insert(person_id / self.partition_persons);
-            let sealed_bytes = &self.seal_buffers[sealed.buffer].sealed;
+            let buffer = &self.seal_buffers[sealed.buffer];
             if let Some(chunk) = sealed.chunk {
                 let key = person_key(self.tenant_id, person_id, person.last_seq);
-                self.tables
-                    .persons
-                    .insert(key.as_slice(), &sealed_bytes[chunk])?;
+                match segment_starts.get(sealed.buffer) {
+                    Some(&(segment, start)) => {
+                        let location = ChunkLocation {
+                            segment,
+                            offset: start + chunk.start as u64,
+                            len: chunk.len() as u32,
+                        };
+                        self.tables.persons.insert(
+                            key.as_slice(),
+                            codec::encode_chunk_location(location).as_slice(),
+                        )?
+                    }
+                    None => self
+                        .tables
+                        .persons
+                        .insert(key.as_slice(), &buffer.chunks[chunk])?,
+                };
                 if person.last_seq > MAX_CHUNKS {
-                    let kept =
-                        compact_chunks(self.tables, self.tenant_id, person_id, person.last_seq)?;
+                    let kept = compact_chunks(
+                        self.tables,
+                        self.segments.log(),
+                        self.tenant_id,
+                        person_id,
+                        person.last_seq,
+                    )?;
                     person.last_seq = 1;
                     person.header.chunk_count = 1;
                     person.header.event_count = kept;
@@ -1132,7 +1225,7 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
                 Some(header) => self
                     .tables
                     .persons
-                    .insert(key.as_slice(), &sealed_bytes[header])?,
+                    .insert(key.as_slice(), &buffer.headers[header])?,
                 None => self.tables.persons.insert(
                     key.as_slice(),
                     codec::encode_header(&person.header).as_slice(),
@@ -1143,9 +1236,19 @@ impl<'a, 'txn> BatchWriter<'a, 'txn> {
         Ok(())
     }
 
-    /// Writes what is left and updates the person counters.
+    /// Writes what is left, makes the batch's segment appends durable and updates the counters
+    /// (and the segment log's end, committed with them).
     fn finish(&mut self) -> Result<(), ProfileStoreError> {
         self.write_pending()?;
+        if self.segments.appended() {
+            let end = self.segments.sync()?;
+            let meta = &mut self.tables.meta;
+            meta.insert(
+                meta_key(GLOBAL, TAG_SEGMENT_ID, "").as_slice(),
+                u64::from(end.segment),
+            )?;
+            meta.insert(meta_key(GLOBAL, TAG_SEGMENT_END, "").as_slice(), end.end)?;
+        }
         let tenant_id = self.tenant_id;
         self.tables.meta.insert(
             meta_key(tenant_id, TAG_NEXT_PERSON, "").as_slice(),
@@ -1184,9 +1287,9 @@ impl PendingPerson {
 struct SealedPerson {
     /// The index of the [`SealBuffer`] holding them.
     buffer: usize,
-    /// The new event chunk, if the person has new events.
+    /// The new event chunk in the buffer's `chunks`, if the person has new events.
     chunk: Option<std::ops::Range<usize>>,
-    /// The header; `None` when the new chunk makes the person's chunks due for compaction, which
+    /// The header in the buffer's `headers`; `None` when the new chunk makes the person's chunks due for compaction, which
     /// changes the header.
     header: Option<std::ops::Range<usize>>,
 }
@@ -1196,8 +1299,10 @@ struct SealedPerson {
 /// thread) had every flush fault in new pages, which the kernel zeroes first.
 #[derive(Default)]
 struct SealBuffer {
-    /// The sealed values of the current flush, back to back.
-    sealed: Vec<u8>,
+    /// The sealed event chunks of the current flush, back to back: one write to a segment file.
+    chunks: Vec<u8>,
+    /// The sealed headers of the current flush, back to back.
+    headers: Vec<u8>,
     /// Where a value is built before it is sealed.
     plain: Vec<u8>,
 }
@@ -1213,18 +1318,25 @@ fn seal_persons(
     pending: &mut [(u64, PendingPerson)],
     buffers: &mut Vec<SealBuffer>,
 ) -> Vec<SealedPerson> {
+    for buffer in buffers.iter_mut() {
+        buffer.chunks.clear();
+        buffer.headers.clear();
+    }
     let seal_all = |persons: &mut [(u64, PendingPerson)], index: usize, buffer: &mut SealBuffer| {
-        buffer.sealed.clear();
-        let SealBuffer { sealed, plain } = buffer;
+        let SealBuffer {
+            chunks,
+            headers,
+            plain,
+        } = buffer;
         persons
             .iter_mut()
             .map(|(_, person)| SealedPerson {
                 buffer: index,
                 chunk: (!person.new_events.is_empty()).then(|| {
-                    codec::seal_events(&std::mem::take(&mut person.new_events), plain, sealed)
+                    codec::seal_events(&std::mem::take(&mut person.new_events), plain, chunks)
                 }),
                 header: (person.header_read && person.last_seq <= MAX_CHUNKS)
-                    .then(|| codec::encode_header_into(&person.header, plain, sealed)),
+                    .then(|| codec::encode_header_into(&person.header, plain, headers)),
             })
             .collect::<Vec<_>>()
     };
@@ -1258,6 +1370,7 @@ fn seal_persons(
 /// events superseded by a later write with the same (dataset, `_id`); returns how many it kept.
 fn compact_chunks(
     tables: &mut Tables<'_>,
+    segments: &SegmentLog,
     tenant_id: u32,
     person_id: u64,
     last_seq: u32,
@@ -1273,11 +1386,13 @@ fn compact_chunks(
                 .unwrap_or_default(),
         );
     }
-    let opened = stored
-        .iter()
-        .filter(|chunk| !chunk.is_empty())
-        .map(|chunk| codec::open_chunk(chunk))
-        .collect::<Result<Vec<_>, _>>()?;
+    let opened = open_chunks(
+        segments,
+        stored
+            .iter()
+            .filter(|chunk| !chunk.is_empty())
+            .map(Vec::as_slice),
+    )?;
     let mut events = Vec::new();
     for chunk in &opened {
         codec::decode_chunk(chunk, &mut events)?;
@@ -1300,6 +1415,26 @@ fn compact_chunks(
         codec::seal_chunk(&compacted.bytes).as_slice(),
     )?;
     Ok(count)
+}
+
+/// The chunks [`codec::decode_chunk`] reads from stored chunk values: those kept in segment
+/// files are read from them first.
+fn open_chunks<'v>(
+    segments: &SegmentLog,
+    stored: impl IntoIterator<Item = &'v [u8]>,
+) -> Result<Vec<std::borrow::Cow<'v, [u8]>>, ProfileStoreError> {
+    stored
+        .into_iter()
+        .map(|value| match codec::chunk_location(value)? {
+            Some(location) => {
+                let sealed = segments.read(location)?;
+                Ok(std::borrow::Cow::Owned(
+                    codec::open_chunk(&sealed)?.into_owned(),
+                ))
+            }
+            None => codec::open_chunk(value),
+        })
+        .collect()
 }
 
 /// Parses an XDM date-time: an ISO 8601 string or epoch milliseconds (§4.7).

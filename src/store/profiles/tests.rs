@@ -669,3 +669,177 @@ fn events_appended_without_rewriting_the_header_are_read_merged_compacted_and_de
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].total_events, 1);
 }
+
+/// The segment files under a store's directory with their lengths.
+fn segment_files(dir: &Path) -> Vec<(String, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir.join(segments::SEGMENTS_DIR)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let length = entry.metadata().unwrap().len();
+            (entry.file_name().to_string_lossy().into_owned(), length)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Events of persons `c-0..c-{persons}`, `per_person` each, ids starting at `first`.
+fn events_of(persons: usize, per_person: usize, first: usize) -> Vec<Value> {
+    (0..persons * per_person)
+        .map(|i| {
+            event(
+                json!({"CRMID": [{"id": format!("c-{}", i % persons), "primary": true}]}),
+                &format!("e{}", first + i),
+                &format!("2024-01-{:02}T00:00:00Z", 1 + (first + i) % 28),
+            )
+        })
+        .collect()
+}
+
+/// Chunks kept in segment files read, merge, compact and delete as chunks kept in the B-tree:
+/// the same writes give the same store either way, before and after reopening.
+#[test]
+fn event_chunks_in_segment_files_give_the_same_store() {
+    let t = tenant();
+    let policy = MergePolicy::default();
+    let load = |dir: &Path, segment_min_bytes: usize| {
+        let clock = Arc::new(ManualClock::new("2024-06-12T00:00:00Z".parse().unwrap()));
+        let open = || {
+            ProfileStore::open(dir)
+                .unwrap()
+                .with_clock(clock.clone())
+                .with_flush_bytes(2_000)
+                .with_segment_min_bytes(segment_min_bytes)
+        };
+        let store = open();
+        store
+            .apply_batch(&t, "web", RecordKind::Event, events_of(30, 3, 0))
+            .unwrap();
+        // Records linking c-{2k} and c-{2k+1}: their persons merge, moving stored chunks.
+        let links = (0..10).map(|k| {
+            record(
+                json!({"CRMID": [{"id": format!("c-{}", 2 * k), "primary": true},
+                                 {"id": format!("c-{}", 2 * k + 1)}]}),
+                json!({"loyalty": {"tier": "gold"}}),
+            )
+        });
+        store
+            .apply_batch(&t, "crm", RecordKind::Profile, links)
+            .unwrap();
+        // Enough further writes to c-25 for its chunks to be compacted, one of them a re-sent
+        // event that compaction deduplicates.
+        for write in 0..MAX_CHUNKS as usize + 2 {
+            let mut batch = events_of(30, 1, 1_000 + 100 * write);
+            batch[25]["_id"] = json!(format!("again-{}", write % 3));
+            store
+                .apply_batch(&t, "web", RecordKind::Event, batch)
+                .unwrap();
+        }
+        assert!(store.delete_person(&t, "CRMID", "c-29").unwrap());
+        let before = all_profiles(&store, &policy);
+        drop(store);
+        let store = open();
+        assert_eq!(all_profiles(&store, &policy), before);
+        let merged = store.lookup(&t, "CRMID", "c-3", &policy).unwrap().unwrap();
+        (before, merged)
+    };
+    let inline = tempfile::tempdir().unwrap();
+    let in_segments = tempfile::tempdir().unwrap();
+    let expected = load(inline.path(), usize::MAX);
+    let (profiles, merged) = load(in_segments.path(), 0);
+    assert_eq!((&profiles, &merged), (&expected.0, &expected.1));
+    assert_eq!(profiles.len(), 30 - 10 - 1);
+    assert_eq!(merged.events.len(), 2 * 3 + 2 * (MAX_CHUNKS as usize + 2));
+    let c25 = profiles
+        .iter()
+        .find(|p| p.identities.iter().any(|i| i.id == "c-25"))
+        .unwrap();
+    assert_eq!(c25.events.len(), 3 + 3);
+    assert!(segment_files(inline.path()).is_empty());
+    assert!(!segment_files(in_segments.path()).is_empty());
+}
+
+/// A batch that fails after its flushes appended to a segment leaves no bytes behind, and the
+/// next batch appends where the last committed one ended.
+#[test]
+fn an_abandoned_batch_leaves_nothing_in_the_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant();
+    let open = || {
+        ProfileStore::open(dir.path())
+            .unwrap()
+            .with_flush_bytes(1)
+            .with_segment_min_bytes(0)
+    };
+    let store = open();
+    store
+        .apply_batch(&t, "web", RecordKind::Event, events_of(5, 2, 0))
+        .unwrap();
+    let committed = segment_files(dir.path());
+    let mut failing = events_of(5, 2, 100);
+    failing.push(json!({"identityMap": {"CRMID": [{"id": "c-1"}]}}));
+    assert!(matches!(
+        store.apply_batch(&t, "web", RecordKind::Event, failing),
+        Err(ProfileStoreError::InvalidRow { row: 11, .. })
+    ));
+    assert_eq!(segment_files(dir.path()), committed);
+    store
+        .apply_batch(&t, "web", RecordKind::Event, events_of(5, 1, 200))
+        .unwrap();
+    drop(store);
+    let store = open();
+    let profiles = all_profiles(&store, &MergePolicy::default());
+    let ids: BTreeSet<&str> = profiles
+        .iter()
+        .flat_map(|p| p.events.iter().map(|e| e.id.as_str()))
+        .collect();
+    let expected: BTreeSet<String> = (0..10).chain(200..205).map(|i| format!("e{i}")).collect();
+    assert_eq!(ids, expected.iter().map(String::as_str).collect());
+}
+
+/// A crash between appending to a segment and committing leaves bytes no pointer names: opening
+/// the store cuts them off, and later writes and reads carry on.
+#[test]
+fn segment_bytes_of_a_write_that_never_committed_are_cut_off_at_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant();
+    let open = || {
+        ProfileStore::open(dir.path())
+            .unwrap()
+            .with_segment_min_bytes(0)
+    };
+    let store = open();
+    store
+        .apply_batch(&t, "web", RecordKind::Event, events_of(4, 2, 0))
+        .unwrap();
+    drop(store);
+    let committed = segment_files(dir.path());
+    let [(name, length)] = committed.as_slice() else {
+        panic!("one segment: {committed:?}");
+    };
+    let path = dir.path().join(segments::SEGMENTS_DIR).join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &[0xAB; 999]).unwrap();
+    std::fs::write(
+        path.with_file_name("00000002.seg"),
+        b"next segment, never committed",
+    )
+    .unwrap();
+
+    let store = open();
+    assert_eq!(segment_files(dir.path()), vec![(name.clone(), *length)]);
+    store
+        .apply_batch(&t, "web", RecordKind::Event, events_of(4, 1, 100))
+        .unwrap();
+    let events: usize = all_profiles(&store, &MergePolicy::default())
+        .iter()
+        .map(|p| p.events.len())
+        .sum();
+    assert_eq!(events, 8 + 4);
+}

@@ -1,0 +1,382 @@
+//! Event chunks of large writes, kept in append-only segment files beside the B-tree.
+//!
+//! # Why
+//!
+//! A bulk load writes gigabytes of sealed event chunks (2.9 GB for 1M generated profiles). Put
+//! in redb, every byte went through its page cache: copied into 4 KiB pages, evicted with one
+//! `pwrite` per page once the write buffer filled, read back and checksummed at commit. On the
+//! writing thread, the one serial stage of an ingest, that was most of the time (perf over a 1M
+//! load: page copies, evictions, zeroed fresh pages and cache reads). A segment file takes a
+//! flush's chunks in one sequential `write`; the B-tree keeps a 17-byte pointer per chunk, so it
+//! stays small enough for the cache.
+//!
+//! Writes of fewer bytes (a streamed event, a small batch) keep their chunks in the B-tree:
+//! a pointer would cost a file read per chunk for no gain.
+//!
+//! # Durability
+//!
+//! A write appends its chunks to the active segment, fsyncs it, and then commits the redb
+//! transaction that holds both the pointers and the segment's new end (in `profile_meta`). Bytes
+//! past the committed end belong to a write that did not commit (a crash, an abandoned batch):
+//! they are cut off when the write is abandoned or the store next opens, so a pointer never
+//! names bytes that are not durable, and committed bytes never change, which is what lets read
+//! snapshots keep reading them while later writes append.
+//!
+//! # Space
+//!
+//! A chunk that compaction rewrites, or whose person is deleted or merged into another person's
+//! compacted chunk, stays in its segment as dead bytes: they are not reclaimed yet. Bulk loads,
+//! the writes that produce segment chunks, are rarely followed by deleting their persons.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+/// The folder of the segment files, inside the store's directory.
+pub const SEGMENTS_DIR: &str = "event-segments";
+
+/// A segment takes appends until it holds this many bytes; the next append starts a new one, so
+/// files stay of a size that is easy to copy, and a later space reclaimer has units to rewrite.
+const SEGMENT_BYTES: u64 = 1 << 30;
+
+/// A point in the segment log: the end of the bytes written to segment `segment`. Segment ids
+/// start at 1; segment 0 with end 0 is the empty log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LogEnd {
+    /// The id of the segment.
+    pub segment: u32,
+    /// The bytes written to it.
+    pub end: u64,
+}
+
+/// Where a chunk lies in the segment log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkLocation {
+    /// The id of its segment.
+    pub segment: u32,
+    /// Its first byte in the segment.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub len: u32,
+}
+
+/// The segment files of one store: appended to by one write at a time, read by any thread.
+#[derive(Debug)]
+pub(crate) struct SegmentLog {
+    dir: PathBuf,
+    writer: Mutex<LogWriter>,
+    /// Segment files opened for reading, shared by every reader.
+    readers: RwLock<HashMap<u32, Arc<File>>>,
+}
+
+/// The appending side of the log.
+#[derive(Debug)]
+struct LogWriter {
+    /// The end recorded by the last committed write.
+    committed: LogEnd,
+    /// Where the next append goes.
+    next: LogEnd,
+    /// The file of `next.segment`, once opened.
+    active: Option<File>,
+}
+
+impl SegmentLog {
+    /// Opens the log of the store in `store_dir` whose last committed write ended at `committed`,
+    /// cutting off what writes that did not commit left behind.
+    pub fn open(store_dir: &Path, committed: LogEnd) -> io::Result<Self> {
+        let dir = store_dir.join(SEGMENTS_DIR);
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let path = entry?.path();
+                    let Some(segment) = segment_id(&path) else {
+                        continue;
+                    };
+                    if segment > committed.segment {
+                        std::fs::remove_file(&path)?;
+                    } else if segment == committed.segment {
+                        cut(&path, committed.end)?;
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        Ok(Self {
+            dir,
+            writer: Mutex::new(LogWriter {
+                committed,
+                next: committed,
+                active: None,
+            }),
+            readers: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Starts the appends of one write; hold it until the write commits or fails. Appends that
+    /// are not [`LogWrite::committed`] are cut off when it drops.
+    pub fn begin(&self) -> LogWrite<'_> {
+        LogWrite {
+            log: self,
+            writer: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+            committed: false,
+        }
+    }
+
+    /// Reads a chunk written by a committed write (or by the write in progress).
+    pub fn read(&self, location: ChunkLocation) -> io::Result<Vec<u8>> {
+        let file = self.reader(location.segment)?;
+        let mut bytes = vec![0; location.len as usize];
+        file.read_exact_at(&mut bytes, location.offset)?;
+        Ok(bytes)
+    }
+
+    fn reader(&self, segment: u32) -> io::Result<Arc<File>> {
+        if let Some(file) = self
+            .readers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&segment)
+        {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(self.segment_path(segment))?);
+        self.readers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(segment, file.clone());
+        Ok(file)
+    }
+
+    fn segment_path(&self, segment: u32) -> PathBuf {
+        self.dir.join(format!("{segment:08}.seg"))
+    }
+}
+
+/// Cuts the file at `path` to `end` bytes if it is longer, durably.
+fn cut(path: &Path, end: u64) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() > end {
+        file.set_len(end)?;
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The id of a segment file from its name.
+fn segment_id(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".seg")?.parse().ok()
+}
+
+/// The appends of one write ([`SegmentLog::begin`]).
+pub(crate) struct LogWrite<'a> {
+    log: &'a SegmentLog,
+    writer: MutexGuard<'a, LogWriter>,
+    committed: bool,
+}
+
+impl LogWrite<'_> {
+    /// Appends `bytes` to the log and returns the segment and offset where they start.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<(u32, u64)> {
+        let writer = &mut *self.writer;
+        let full = writer.next.end > 0 && writer.next.end + bytes.len() as u64 > SEGMENT_BYTES;
+        if writer.next.segment == 0 || full {
+            if let Some(previous) = writer.active.take() {
+                previous.sync_data()?;
+            }
+            let segment = writer.next.segment + 1;
+            std::fs::create_dir_all(&self.log.dir)?;
+            // `truncate`: a file of this id can only be the leftover of a write that never
+            // committed.
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(self.log.segment_path(segment))?;
+            // The new file's name must be durable before a commit points into it.
+            File::open(&self.log.dir)?.sync_all()?;
+            writer.active = Some(file);
+            writer.next = LogEnd { segment, end: 0 };
+        }
+        if writer.active.is_none() {
+            let path = self.log.segment_path(writer.next.segment);
+            writer.active = Some(OpenOptions::new().write(true).open(path)?);
+        }
+        let file = writer.active.as_ref().expect("the active segment is open");
+        // At an explicit offset: bytes an abandoned write left past it are overwritten.
+        file.write_all_at(bytes, writer.next.end)?;
+        let at = (writer.next.segment, writer.next.end);
+        writer.next.end += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// The log, to read chunks from (those of this write too).
+    pub fn log(&self) -> &SegmentLog {
+        self.log
+    }
+
+    /// Whether this write appended anything.
+    pub fn appended(&self) -> bool {
+        self.writer.next != self.writer.committed
+    }
+
+    /// Makes the appended bytes durable and returns the end to record with the write's commit.
+    pub fn sync(&mut self) -> io::Result<LogEnd> {
+        if let Some(file) = &self.writer.active {
+            file.sync_data()?;
+        }
+        Ok(self.writer.next)
+    }
+
+    /// Records that the write committed: its appends stay.
+    pub fn committed(mut self) {
+        self.writer.committed = self.writer.next;
+        self.committed = true;
+    }
+}
+
+impl Drop for LogWrite<'_> {
+    /// Cuts off the appends of a write that did not commit. Failing to is harmless, so it is
+    /// only logged: later appends overwrite from the committed end, and the store cuts the
+    /// rest off when it opens.
+    fn drop(&mut self) {
+        if self.committed || !self.appended() {
+            return;
+        }
+        let committed = self.writer.committed;
+        let mut readers = self
+            .log
+            .readers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        readers.retain(|&segment, _| segment <= committed.segment);
+        for segment in committed.segment + 1..=self.writer.next.segment {
+            if let Err(error) = std::fs::remove_file(self.log.segment_path(segment)) {
+                tracing::warn!(segment, %error, "cannot remove an abandoned event segment");
+            }
+        }
+        if committed.segment > 0 {
+            if let Err(error) = cut(&self.log.segment_path(committed.segment), committed.end) {
+                tracing::warn!(segment = committed.segment, %error, "cannot cut an abandoned append off");
+            }
+        }
+        self.writer.active = None;
+        self.writer.next = committed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> Vec<(String, u64)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join(SEGMENTS_DIR))
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                (name, entry.metadata().unwrap().len())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn committed_appends_stay_and_abandoned_ones_are_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), LogEnd::default()).unwrap();
+        let mut write = log.begin();
+        assert_eq!(write.append(b"hello").unwrap(), (1, 0));
+        assert_eq!(write.append(b" world").unwrap(), (1, 5));
+        let end = write.sync().unwrap();
+        assert_eq!(
+            end,
+            LogEnd {
+                segment: 1,
+                end: 11
+            }
+        );
+        write.committed();
+
+        let mut write = log.begin();
+        assert_eq!(write.append(b"lost").unwrap(), (1, 11));
+        drop(write);
+        assert_eq!(files(dir.path()), vec![("00000001.seg".to_owned(), 11)]);
+
+        let mut write = log.begin();
+        assert_eq!(write.append(b"!").unwrap(), (1, 11));
+        write.sync().unwrap();
+        write.committed();
+        let read = |segment, offset, len| {
+            log.read(ChunkLocation {
+                segment,
+                offset,
+                len,
+            })
+            .unwrap()
+        };
+        assert_eq!(read(1, 0, 5), b"hello");
+        assert_eq!(read(1, 5, 7), b" world!");
+    }
+
+    #[test]
+    fn opening_cuts_off_what_an_uncommitted_write_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), LogEnd::default()).unwrap();
+        let mut write = log.begin();
+        write.append(b"kept").unwrap();
+        let committed = write.sync().unwrap();
+        write.committed();
+        // A crash mid-write: appended, never committed, never cut off.
+        let mut write = log.begin();
+        write.append(b"half-written").unwrap();
+        std::mem::forget(write);
+        std::fs::write(dir.path().join(SEGMENTS_DIR).join("00000002.seg"), b"x").unwrap();
+
+        let reopened = SegmentLog::open(dir.path(), committed).unwrap();
+        assert_eq!(files(dir.path()), vec![("00000001.seg".to_owned(), 4)]);
+        let mut write = reopened.begin();
+        assert_eq!(write.append(b"next").unwrap(), (1, 4));
+        write.committed();
+        let all = reopened
+            .read(ChunkLocation {
+                segment: 1,
+                offset: 0,
+                len: 8,
+            })
+            .unwrap();
+        assert_eq!(all, b"keptnext");
+    }
+
+    #[test]
+    fn a_full_segment_rolls_over_to_the_next_and_an_abandoned_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), LogEnd { segment: 0, end: 0 }).unwrap();
+        let mut write = log.begin();
+        write.append(b"first").unwrap();
+        write.committed();
+        // Pretend the segment is full, as a write far past SEGMENT_BYTES would leave it.
+        log.writer.lock().unwrap().next.end = SEGMENT_BYTES;
+        log.writer.lock().unwrap().committed.end = SEGMENT_BYTES;
+        let mut write = log.begin();
+        assert_eq!(write.append(b"second").unwrap(), (2, 0));
+        drop(write);
+        assert!(!dir.path().join(SEGMENTS_DIR).join("00000002.seg").exists());
+        let mut write = log.begin();
+        assert_eq!(write.append(b"third").unwrap(), (2, 0));
+        write.committed();
+        let third = log
+            .read(ChunkLocation {
+                segment: 2,
+                offset: 0,
+                len: 5,
+            })
+            .unwrap();
+        assert_eq!(third, b"third");
+    }
+}
