@@ -129,6 +129,7 @@ impl SegmentJobRunner {
                 }
             }
             self.refresh_snapshots().await;
+            self.reclaim_segments().await;
             tokio::select! {
                 () = self.shutting_down.cancelled() => return,
                 () = self.wake.notified() => {}
@@ -160,6 +161,23 @@ impl SegmentJobRunner {
                 Ok(Err(error)) => tracing::warn!(%error, "cannot refresh a columnar snapshot"),
                 Err(error) => tracing::warn!(%error, "columnar snapshot refresh ended abnormally"),
             }
+        }
+    }
+
+    /// Gives back the disk space of dead event chunks once half of a segment file is dead
+    /// (`ProfileStore::reclaim_segments`); a check of a read snapshot when there is none.
+    async fn reclaim_segments(&self) {
+        let profiles = self.profiles.clone();
+        match tokio::task::spawn_blocking(move || profiles.reclaim_segments()).await {
+            Ok(Ok(report)) if report.segments_removed > 0 => tracing::info!(
+                segments_removed = report.segments_removed,
+                bytes_removed = report.bytes_removed,
+                bytes_moved = report.bytes_moved,
+                "reclaimed event segment space"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot reclaim event segment space"),
+            Err(error) => tracing::warn!(%error, "event segment reclaim ended abnormally"),
         }
     }
 

@@ -144,6 +144,11 @@ const TAG_PARTITION_VERSION: u8 = 6;
 const TAG_SEGMENT_ID: u8 = 7;
 /// The end of the bytes written to it by committed writes (tenant 0).
 const TAG_SEGMENT_END: u8 = 8;
+/// Per segment file: the bytes of its chunks that some person's value still points at (tenant 0).
+const TAG_SEGMENT_LIVE: u8 = 9;
+
+/// A reclaim copies live chunks to the active segment in appends of about this many bytes.
+const RECLAIM_APPEND_BYTES: usize = 8 << 20;
 const GLOBAL: u32 = 0;
 
 /// What kind of rows a dataset holds.
@@ -200,6 +205,17 @@ pub struct ApplyReport {
     pub persons_merged: u64,
     /// The store-wide sequence number given to this write.
     pub batch_seq: u64,
+}
+
+/// What one [`ProfileStore::reclaim_segments`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReclaimReport {
+    /// Segment files removed.
+    pub segments_removed: usize,
+    /// Their bytes on disk.
+    pub bytes_removed: u64,
+    /// Bytes of live chunks copied from them to the active segment.
+    pub bytes_moved: u64,
 }
 
 /// Counts of one [`ProfileStore::scan`].
@@ -265,7 +281,8 @@ impl ProfileStore {
             segment: global(TAG_SEGMENT_ID)? as u32,
             end: global(TAG_SEGMENT_END)?,
         };
-        let segments = Arc::new(SegmentLog::open(dir, log_end)?);
+        let live = segments_live(&meta)?.into_keys().collect();
+        let segments = Arc::new(SegmentLog::open(dir, log_end, &live)?);
         for entry in read.open_table(TENANTS)?.iter()? {
             let (name, _) = entry?;
             if let Some((org, sandbox)) = name.value().split_once('\n') {
@@ -304,6 +321,13 @@ impl ProfileStore {
     #[cfg(test)]
     fn with_segment_min_bytes(mut self, bytes: usize) -> Self {
         self.segment_min_bytes = bytes;
+        self
+    }
+
+    /// Rolls segment files over past `bytes` instead of 1 GiB.
+    #[cfg(test)]
+    fn with_segment_bytes(self, bytes: u64) -> Self {
+        self.segments.set_segment_bytes(bytes);
         self
     }
 
@@ -614,6 +638,94 @@ impl ProfileStore {
         Ok(found)
     }
 
+    /// Reclaims the space of dead chunks (see [`segments`]): every full segment file of which
+    /// half or more is dead has its live chunks copied to the active segment and re-pointed in
+    /// one durable write, and is then removed. Finds out from a read snapshot whether there is
+    /// anything to do, so a call with nothing to reclaim neither waits for nor holds up writes.
+    pub fn reclaim_segments(&self) -> Result<ReclaimReport, ProfileStoreError> {
+        if self
+            .half_dead_segments(&self.db.begin_read()?.open_table(META)?)?
+            .is_empty()
+        {
+            return Ok(ReclaimReport::default());
+        }
+        let mut log_write = self.segments.begin();
+        let txn = self.db.begin_write()?;
+        let mut report = ReclaimReport::default();
+        let half_dead = {
+            let mut tables = Tables::open(&txn)?;
+            let half_dead = self.half_dead_segments(&tables.meta)?;
+            // The pointers into them: one pass over every person's values.
+            let mut moving = Vec::new();
+            for entry in tables.persons.iter()? {
+                let (key, value) = entry?;
+                if let Some(location) = codec::chunk_location(value.value())?
+                    && half_dead.contains_key(&location.segment)
+                {
+                    moving.push((key.value().to_vec(), location));
+                }
+            }
+            let mut copied = Vec::new();
+            let mut keys = Vec::new();
+            for (index, (key, location)) in moving.iter().enumerate() {
+                let start = copied.len() as u64;
+                copied.extend_from_slice(&self.segments.read(*location)?);
+                keys.push((key.as_slice(), start, location.len));
+                if copied.len() >= RECLAIM_APPEND_BYTES || index + 1 == moving.len() {
+                    let (segment, base) = log_write.append(&copied)?;
+                    for (key, start, len) in keys.drain(..) {
+                        let location = ChunkLocation {
+                            segment,
+                            offset: base + start,
+                            len,
+                        };
+                        tables
+                            .persons
+                            .insert(key, codec::encode_chunk_location(location).as_slice())?;
+                    }
+                    tables.add_segment_live(segment, copied.len() as i64)?;
+                    report.bytes_moved += copied.len() as u64;
+                    copied.clear();
+                }
+            }
+            for (&segment, &length) in &half_dead {
+                tables.meta.remove(segment_live_key(segment).as_slice())?;
+                report.segments_removed += 1;
+                report.bytes_removed += length;
+            }
+            tables.record_log_end(&mut log_write)?;
+            half_dead
+        };
+        txn.commit()?;
+        log_write.committed();
+        for segment in half_dead.into_keys() {
+            self.segments.retire(segment)?;
+        }
+        Ok(report)
+    }
+
+    /// The full segments (below the active one) of which half or more is dead, with their
+    /// lengths.
+    fn half_dead_segments(
+        &self,
+        meta: &impl ReadableTable<&'static [u8], u64>,
+    ) -> Result<BTreeMap<u32, u64>, ProfileStoreError> {
+        let active = meta
+            .get(meta_key(GLOBAL, TAG_SEGMENT_ID, "").as_slice())?
+            .map_or(0, |v| v.value()) as u32;
+        let mut half_dead = BTreeMap::new();
+        for (segment, live) in segments_live(meta)? {
+            if segment >= active {
+                continue;
+            }
+            let length = self.segments.segment_len(segment)?;
+            if live.saturating_mul(2) <= length {
+                half_dead.insert(segment, length);
+            }
+        }
+        Ok(half_dead)
+    }
+
     /// Deletes the whole profile that `namespace`/`id` belongs to: every
     /// fragment, event and graph identity of its person, durably. Returns
     /// whether the identity was known.
@@ -643,9 +755,7 @@ impl ProfileStore {
             }
             let last_seq = tables.last_chunk_seq(tenant_id, person_id)?;
             for seq in 0..=last_seq {
-                tables
-                    .persons
-                    .remove(person_key(tenant_id, person_id, seq).as_slice())?;
+                tables.remove_value(&person_key(tenant_id, person_id, seq))?;
             }
             tables.bump(&meta_key(tenant_id, TAG_PERSON_COUNT, ""), -1)?;
             let write_seq = tables.bump(&meta_key(GLOBAL, TAG_BATCH_SEQ, ""), 1)?;
@@ -820,6 +930,39 @@ impl<'txn> Tables<'txn> {
         let next = current + delta;
         self.meta.insert(key, next as u64)?;
         Ok(next)
+    }
+
+    /// Removes a person's value and returns it; a chunk kept in a segment file stops counting as
+    /// live there.
+    fn remove_value(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ProfileStoreError> {
+        let Some(value) = self.persons.remove(key)?.map(|v| v.value().to_vec()) else {
+            return Ok(None);
+        };
+        if let Some(location) = codec::chunk_location(&value)? {
+            self.add_segment_live(location.segment, -i64::from(location.len))?;
+        }
+        Ok(Some(value))
+    }
+
+    /// Adds `delta` to the live bytes of a segment file.
+    fn add_segment_live(&mut self, segment: u32, delta: i64) -> Result<(), ProfileStoreError> {
+        self.bump(&segment_live_key(segment), delta)?;
+        Ok(())
+    }
+
+    /// Makes a write's segment appends durable and records the log's new end, to commit with
+    /// the write.
+    fn record_log_end(&mut self, log_write: &mut LogWrite<'_>) -> Result<(), ProfileStoreError> {
+        if log_write.appended() {
+            let end = log_write.sync()?;
+            self.meta.insert(
+                meta_key(GLOBAL, TAG_SEGMENT_ID, "").as_slice(),
+                u64::from(end.segment),
+            )?;
+            self.meta
+                .insert(meta_key(GLOBAL, TAG_SEGMENT_END, "").as_slice(), end.end)?;
+        }
+        Ok(())
     }
 
     /// Records that write `write_seq` changed persons of `partition`.
@@ -1178,7 +1321,10 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         let mut segment_starts = Vec::new();
         if chunk_bytes > 0 && chunk_bytes >= self.segment_min_bytes {
             for buffer in &self.seal_buffers {
-                segment_starts.push(self.segments.append(&buffer.chunks)?);
+                let start = self.segments.append(&buffer.chunks)?;
+                self.tables
+                    .add_segment_live(start.0, buffer.chunks.len() as i64)?;
+                segment_starts.push(start);
             }
         }
         for ((person_id, mut person), sealed) in pending.into_iter().zip(sealed) {
@@ -1240,15 +1386,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     /// (and the segment log's end, committed with them).
     fn finish(&mut self) -> Result<(), ProfileStoreError> {
         self.write_pending()?;
-        if self.segments.appended() {
-            let end = self.segments.sync()?;
-            let meta = &mut self.tables.meta;
-            meta.insert(
-                meta_key(GLOBAL, TAG_SEGMENT_ID, "").as_slice(),
-                u64::from(end.segment),
-            )?;
-            meta.insert(meta_key(GLOBAL, TAG_SEGMENT_END, "").as_slice(), end.end)?;
-        }
+        self.tables.record_log_end(self.segments)?;
         let tenant_id = self.tenant_id;
         self.tables.meta.insert(
             meta_key(tenant_id, TAG_NEXT_PERSON, "").as_slice(),
@@ -1377,14 +1515,8 @@ fn compact_chunks(
 ) -> Result<u64, ProfileStoreError> {
     let mut stored = Vec::with_capacity(last_seq as usize);
     for seq in 1..=last_seq {
-        let chunk = tables
-            .persons
-            .remove(person_key(tenant_id, person_id, seq).as_slice())?;
-        stored.push(
-            chunk
-                .map(|guard| guard.value().to_vec())
-                .unwrap_or_default(),
-        );
+        let chunk = tables.remove_value(&person_key(tenant_id, person_id, seq))?;
+        stored.push(chunk.unwrap_or_default());
     }
     let opened = open_chunks(
         segments,
@@ -1514,6 +1646,31 @@ fn meta_key(tenant_id: u32, tag: u8, suffix: &str) -> Vec<u8> {
     key.push(tag);
     key.extend_from_slice(suffix.as_bytes());
     key
+}
+
+fn segment_live_key(segment: u32) -> Vec<u8> {
+    let mut key = meta_key(GLOBAL, TAG_SEGMENT_LIVE, "");
+    key.extend_from_slice(&segment.to_be_bytes());
+    key
+}
+
+/// The live bytes of every segment file that has a count.
+fn segments_live(
+    meta: &impl ReadableTable<&'static [u8], u64>,
+) -> Result<BTreeMap<u32, u64>, ProfileStoreError> {
+    let prefix = meta_key(GLOBAL, TAG_SEGMENT_LIVE, "");
+    let mut live = BTreeMap::new();
+    for entry in meta.range(prefix.as_slice()..)? {
+        let (key, bytes) = entry?;
+        let Some(segment) = key.value().strip_prefix(prefix.as_slice()) else {
+            break;
+        };
+        let segment = u32::from_be_bytes(segment.try_into().map_err(|_| {
+            ProfileStoreError::Corrupt("segment live-bytes key of the wrong length".into())
+        })?);
+        live.insert(segment, bytes.value());
+    }
+    Ok(live)
 }
 
 fn partition_version_key(tenant_id: u32, partition: u64) -> Vec<u8> {

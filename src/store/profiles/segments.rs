@@ -24,11 +24,14 @@
 //!
 //! # Space
 //!
-//! A chunk that compaction rewrites, or whose person is deleted or merged into another person's
-//! compacted chunk, stays in its segment as dead bytes: they are not reclaimed yet. Bulk loads,
-//! the writes that produce segment chunks, are rarely followed by deleting their persons.
+//! A chunk that compaction rewrites, or whose person is deleted, stays in its segment as dead
+//! bytes. The store counts each segment's live bytes (in `profile_meta`, with the writes that
+//! change them), and reclaims a full segment once half of it is dead: its live chunks are copied
+//! to the active segment and re-pointed in one write, then the file is removed
+//! ([`SegmentLog::retire`]). Read snapshots taken before keep reading the removed file through
+//! the handle the log holds open for them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -75,6 +78,8 @@ pub(crate) struct SegmentLog {
 /// The appending side of the log.
 #[derive(Debug)]
 struct LogWriter {
+    /// [`SEGMENT_BYTES`], smaller in tests.
+    segment_bytes: u64,
     /// The end recorded by the last committed write.
     committed: LogEnd,
     /// Where the next append goes.
@@ -84,9 +89,10 @@ struct LogWriter {
 }
 
 impl SegmentLog {
-    /// Opens the log of the store in `store_dir` whose last committed write ended at `committed`,
-    /// cutting off what writes that did not commit left behind.
-    pub fn open(store_dir: &Path, committed: LogEnd) -> io::Result<Self> {
+    /// Opens the log of the store in `store_dir` whose last committed write ended at `committed`
+    /// and whose earlier segments with live chunks are `live`, removing what writes that did not
+    /// commit left behind and segments a reclaim had emptied but not yet removed.
+    pub fn open(store_dir: &Path, committed: LogEnd, live: &BTreeSet<u32>) -> io::Result<Self> {
         let dir = store_dir.join(SEGMENTS_DIR);
         match std::fs::read_dir(&dir) {
             Ok(entries) => {
@@ -95,7 +101,8 @@ impl SegmentLog {
                     let Some(segment) = segment_id(&path) else {
                         continue;
                     };
-                    if segment > committed.segment {
+                    let emptied = segment < committed.segment && !live.contains(&segment);
+                    if segment > committed.segment || emptied {
                         std::fs::remove_file(&path)?;
                     } else if segment == committed.segment {
                         cut(&path, committed.end)?;
@@ -108,6 +115,7 @@ impl SegmentLog {
         Ok(Self {
             dir,
             writer: Mutex::new(LogWriter {
+                segment_bytes: SEGMENT_BYTES,
                 committed,
                 next: committed,
                 active: None,
@@ -132,6 +140,27 @@ impl SegmentLog {
         let mut bytes = vec![0; location.len as usize];
         file.read_exact_at(&mut bytes, location.offset)?;
         Ok(bytes)
+    }
+
+    /// The length of a segment file.
+    pub fn segment_len(&self, segment: u32) -> io::Result<u64> {
+        Ok(self.reader(segment)?.metadata()?.len())
+    }
+
+    /// Removes a segment that a committed reclaim emptied. The log keeps a handle open on it, so
+    /// read snapshots from before the reclaim, whose pointers still name it, read on.
+    pub fn retire(&self, segment: u32) -> io::Result<()> {
+        self.reader(segment)?;
+        std::fs::remove_file(self.segment_path(segment))
+    }
+
+    /// Makes segments roll over past `bytes` instead of [`SEGMENT_BYTES`].
+    #[cfg(test)]
+    pub fn set_segment_bytes(&self, bytes: u64) {
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .segment_bytes = bytes;
     }
 
     fn reader(&self, segment: u32) -> io::Result<Arc<File>> {
@@ -183,7 +212,8 @@ impl LogWrite<'_> {
     /// Appends `bytes` to the log and returns the segment and offset where they start.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<(u32, u64)> {
         let writer = &mut *self.writer;
-        let full = writer.next.end > 0 && writer.next.end + bytes.len() as u64 > SEGMENT_BYTES;
+        let full =
+            writer.next.end > 0 && writer.next.end + bytes.len() as u64 > writer.segment_bytes;
         if writer.next.segment == 0 || full {
             if let Some(previous) = writer.active.take() {
                 previous.sync_data()?;
@@ -289,7 +319,7 @@ mod tests {
     #[test]
     fn committed_appends_stay_and_abandoned_ones_are_cut_off() {
         let dir = tempfile::tempdir().unwrap();
-        let log = SegmentLog::open(dir.path(), LogEnd::default()).unwrap();
+        let log = SegmentLog::open(dir.path(), LogEnd::default(), &BTreeSet::new()).unwrap();
         let mut write = log.begin();
         assert_eq!(write.append(b"hello").unwrap(), (1, 0));
         assert_eq!(write.append(b" world").unwrap(), (1, 5));
@@ -327,7 +357,7 @@ mod tests {
     #[test]
     fn opening_cuts_off_what_an_uncommitted_write_left() {
         let dir = tempfile::tempdir().unwrap();
-        let log = SegmentLog::open(dir.path(), LogEnd::default()).unwrap();
+        let log = SegmentLog::open(dir.path(), LogEnd::default(), &BTreeSet::new()).unwrap();
         let mut write = log.begin();
         write.append(b"kept").unwrap();
         let committed = write.sync().unwrap();
@@ -338,7 +368,7 @@ mod tests {
         std::mem::forget(write);
         std::fs::write(dir.path().join(SEGMENTS_DIR).join("00000002.seg"), b"x").unwrap();
 
-        let reopened = SegmentLog::open(dir.path(), committed).unwrap();
+        let reopened = SegmentLog::open(dir.path(), committed, &BTreeSet::new()).unwrap();
         assert_eq!(files(dir.path()), vec![("00000001.seg".to_owned(), 4)]);
         let mut write = reopened.begin();
         assert_eq!(write.append(b"next").unwrap(), (1, 4));
@@ -356,13 +386,11 @@ mod tests {
     #[test]
     fn a_full_segment_rolls_over_to_the_next_and_an_abandoned_one_is_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let log = SegmentLog::open(dir.path(), LogEnd { segment: 0, end: 0 }).unwrap();
+        let log = SegmentLog::open(dir.path(), LogEnd::default(), &BTreeSet::new()).unwrap();
         let mut write = log.begin();
         write.append(b"first").unwrap();
         write.committed();
-        // Pretend the segment is full, as a write far past SEGMENT_BYTES would leave it.
-        log.writer.lock().unwrap().next.end = SEGMENT_BYTES;
-        log.writer.lock().unwrap().committed.end = SEGMENT_BYTES;
+        log.set_segment_bytes(8);
         let mut write = log.begin();
         assert_eq!(write.append(b"second").unwrap(), (2, 0));
         drop(write);
@@ -378,5 +406,38 @@ mod tests {
             })
             .unwrap();
         assert_eq!(third, b"third");
+    }
+
+    #[test]
+    fn a_retired_segment_stays_readable_and_an_emptied_one_goes_at_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), LogEnd::default(), &BTreeSet::new()).unwrap();
+        log.set_segment_bytes(4);
+        for bytes in [b"one", b"two"] {
+            let mut write = log.begin();
+            write.append(bytes).unwrap();
+            write.sync().unwrap();
+            write.committed();
+        }
+        log.retire(1).unwrap();
+        assert_eq!(files(dir.path()), vec![("00000002.seg".to_owned(), 3)]);
+        let first = ChunkLocation {
+            segment: 1,
+            offset: 0,
+            len: 3,
+        };
+        assert_eq!(log.read(first).unwrap(), b"one");
+        // A reclaim that committed but died before removing its segment.
+        std::fs::write(dir.path().join(SEGMENTS_DIR).join("00000001.seg"), b"one").unwrap();
+        let committed = LogEnd { segment: 2, end: 3 };
+        SegmentLog::open(dir.path(), committed, &BTreeSet::new()).unwrap();
+        assert_eq!(files(dir.path()), vec![("00000002.seg".to_owned(), 3)]);
+        std::fs::write(dir.path().join(SEGMENTS_DIR).join("00000001.seg"), b"one").unwrap();
+        SegmentLog::open(dir.path(), committed, &BTreeSet::from([1])).unwrap();
+        assert_eq!(
+            files(dir.path()).len(),
+            2,
+            "a segment with live chunks stays"
+        );
     }
 }
