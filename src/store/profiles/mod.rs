@@ -97,6 +97,7 @@ pub use merge::{
 use prepare::PreparedContent;
 pub use prepare::PreparedRow;
 use segments::{ChunkLocation, LogEnd, LogWrite, SegmentLog};
+pub use segments::SEGMENTS_DIR;
 
 /// The file name of the store inside its directory.
 pub const DB_FILE: &str = "profiles.redb";
