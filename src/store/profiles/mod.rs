@@ -45,8 +45,11 @@
 //! | --- | --- | --- |
 //! | `profile_tenants` | `org \n sandbox` | tenant id `u32` |
 //! | `profile_ids` | tenant · `namespace \0 id` | person id `u64` (the graph: identity → component) |
-//! | `profile_persons` | tenant · person `u64` · seq `u32` | seq 0: person header (identities, record fragments); seq 1..: event chunks |
-//! | `profile_meta` | tenant · tag [· dataset or partition] | counters: next person id, person count, rows per dataset, batch sequence, last write per partition |
+//! | `profile_persons` | tenant · person `u64` · seq `u32` | seq 0: person header (identities, record fragments); seq 1..: event chunks, or pointers to chunks in segment files |
+//! | `profile_meta` | tenant · tag [· dataset, partition or segment] | counters: next person id, person count, rows per dataset, batch sequence, last write per partition, the segment log's end, live bytes per segment |
+//!
+//! The event chunks of large flushes (bulk loads) live in append-only segment files in
+//! [`SEGMENTS_DIR`] beside the database (`store/profiles/segments.rs`).
 //!
 //! A person is a connected component of the identity graph. Its header and
 //! event chunks are adjacent keys, so a full pass is one range read of
@@ -96,8 +99,8 @@ pub use merge::{
 };
 use prepare::PreparedContent;
 pub use prepare::PreparedRow;
-use segments::{ChunkLocation, LogEnd, LogWrite, SegmentLog};
 pub use segments::SEGMENTS_DIR;
+use segments::{ChunkLocation, LogEnd, LogWrite, SegmentLog};
 
 /// The file name of the store inside its directory.
 pub const DB_FILE: &str = "profiles.redb";
@@ -147,10 +150,10 @@ const TAG_SEGMENT_ID: u8 = 7;
 const TAG_SEGMENT_END: u8 = 8;
 /// Per segment file: the bytes of its chunks that some person's value still points at (tenant 0).
 const TAG_SEGMENT_LIVE: u8 = 9;
+const GLOBAL: u32 = 0;
 
 /// A reclaim copies live chunks to the active segment in appends of about this many bytes.
 const RECLAIM_APPEND_BYTES: usize = 8 << 20;
-const GLOBAL: u32 = 0;
 
 /// What kind of rows a dataset holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -553,16 +556,9 @@ impl ProfileStore {
         let count = next_person.div_ceil(self.partition_persons);
         let mut versions = vec![0; count as usize];
         let prefix = meta_key(tenant_id, TAG_PARTITION_VERSION, "");
-        for entry in meta.range(prefix.as_slice()..)? {
-            let (key, version) = entry?;
-            let Some(partition) = key.value().strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            let partition = u64::from_be_bytes(partition.try_into().map_err(|_| {
-                ProfileStoreError::Corrupt("partition version key of the wrong length".into())
-            })?);
+        for (partition, version) in indexed_counters(&meta, &prefix)? {
             if let Some(slot) = versions.get_mut(partition as usize) {
-                *slot = version.value();
+                *slot = version;
             }
         }
         Ok(Some(Partitions {
@@ -639,7 +635,7 @@ impl ProfileStore {
         Ok(found)
     }
 
-    /// Reclaims the space of dead chunks (see [`segments`]): every full segment file of which
+    /// Reclaims the space of dead chunks (`store/profiles/segments.rs`): every full segment file of which
     /// half or more is dead has its live chunks copied to the active segment and re-pointed in
     /// one durable write, and is then removed. Finds out from a read snapshot whether there is
     /// anything to do, so a call with nothing to reclaim neither waits for nor holds up writes.
@@ -1651,7 +1647,7 @@ fn meta_key(tenant_id: u32, tag: u8, suffix: &str) -> Vec<u8> {
 
 fn segment_live_key(segment: u32) -> Vec<u8> {
     let mut key = meta_key(GLOBAL, TAG_SEGMENT_LIVE, "");
-    key.extend_from_slice(&segment.to_be_bytes());
+    key.extend_from_slice(&u64::from(segment).to_be_bytes());
     key
 }
 
@@ -1660,18 +1656,35 @@ fn segments_live(
     meta: &impl ReadableTable<&'static [u8], u64>,
 ) -> Result<BTreeMap<u32, u64>, ProfileStoreError> {
     let prefix = meta_key(GLOBAL, TAG_SEGMENT_LIVE, "");
-    let mut live = BTreeMap::new();
-    for entry in meta.range(prefix.as_slice()..)? {
-        let (key, bytes) = entry?;
-        let Some(segment) = key.value().strip_prefix(prefix.as_slice()) else {
+    indexed_counters(meta, &prefix)?
+        .into_iter()
+        .map(|(segment, live)| {
+            let segment = u32::try_from(segment)
+                .map_err(|_| ProfileStoreError::Corrupt("segment id out of range".into()))?;
+            Ok((segment, live))
+        })
+        .collect()
+}
+
+/// The counters kept under `prefix` followed by a big-endian `u64` index (a partition, a
+/// segment), with their indexes, in index order.
+fn indexed_counters(
+    meta: &impl ReadableTable<&'static [u8], u64>,
+    prefix: &[u8],
+) -> Result<Vec<(u64, u64)>, ProfileStoreError> {
+    let mut counters = Vec::new();
+    for entry in meta.range(prefix..)? {
+        let (key, value) = entry?;
+        let Some(index) = key.value().strip_prefix(prefix) else {
             break;
         };
-        let segment = u32::from_be_bytes(segment.try_into().map_err(|_| {
-            ProfileStoreError::Corrupt("segment live-bytes key of the wrong length".into())
-        })?);
-        live.insert(segment, bytes.value());
+        let index =
+            u64::from_be_bytes(index.try_into().map_err(|_| {
+                ProfileStoreError::Corrupt("counter key of the wrong length".into())
+            })?);
+        counters.push((index, value.value()));
     }
-    Ok(live)
+    Ok(counters)
 }
 
 fn partition_version_key(tenant_id: u32, partition: u64) -> Vec<u8> {

@@ -289,10 +289,10 @@ impl Drop for LogWrite<'_> {
                 tracing::warn!(segment, %error, "cannot remove an abandoned event segment");
             }
         }
-        if committed.segment > 0 {
-            if let Err(error) = cut(&self.log.segment_path(committed.segment), committed.end) {
-                tracing::warn!(segment = committed.segment, %error, "cannot cut an abandoned append off");
-            }
+        if committed.segment > 0
+            && let Err(error) = cut(&self.log.segment_path(committed.segment), committed.end)
+        {
+            tracing::warn!(segment = committed.segment, %error, "cannot cut an abandoned append off");
         }
         self.writer.active = None;
         self.writer.next = committed;
@@ -302,6 +302,15 @@ impl Drop for LogWrite<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(log: &SegmentLog, segment: u32, offset: u64, len: u32) -> Vec<u8> {
+        log.read(ChunkLocation {
+            segment,
+            offset,
+            len,
+        })
+        .unwrap()
+    }
 
     fn files(dir: &Path) -> Vec<(String, u64)> {
         let mut files: Vec<_> = std::fs::read_dir(dir.join(SEGMENTS_DIR))
@@ -342,16 +351,8 @@ mod tests {
         assert_eq!(write.append(b"!").unwrap(), (1, 11));
         write.sync().unwrap();
         write.committed();
-        let read = |segment, offset, len| {
-            log.read(ChunkLocation {
-                segment,
-                offset,
-                len,
-            })
-            .unwrap()
-        };
-        assert_eq!(read(1, 0, 5), b"hello");
-        assert_eq!(read(1, 5, 7), b" world!");
+        assert_eq!(read(&log, 1, 0, 5), b"hello");
+        assert_eq!(read(&log, 1, 5, 7), b" world!");
     }
 
     #[test]
@@ -373,14 +374,7 @@ mod tests {
         let mut write = reopened.begin();
         assert_eq!(write.append(b"next").unwrap(), (1, 4));
         write.committed();
-        let all = reopened
-            .read(ChunkLocation {
-                segment: 1,
-                offset: 0,
-                len: 8,
-            })
-            .unwrap();
-        assert_eq!(all, b"keptnext");
+        assert_eq!(read(&reopened, 1, 0, 8), b"keptnext");
     }
 
     #[test]
@@ -398,14 +392,7 @@ mod tests {
         let mut write = log.begin();
         assert_eq!(write.append(b"third").unwrap(), (2, 0));
         write.committed();
-        let third = log
-            .read(ChunkLocation {
-                segment: 2,
-                offset: 0,
-                len: 5,
-            })
-            .unwrap();
-        assert_eq!(third, b"third");
+        assert_eq!(read(&log, 2, 0, 5), b"third");
     }
 
     #[test]
@@ -421,12 +408,7 @@ mod tests {
         }
         log.retire(1).unwrap();
         assert_eq!(files(dir.path()), vec![("00000002.seg".to_owned(), 3)]);
-        let first = ChunkLocation {
-            segment: 1,
-            offset: 0,
-            len: 3,
-        };
-        assert_eq!(log.read(first).unwrap(), b"one");
+        assert_eq!(read(&log, 1, 0, 3), b"one");
         // A reclaim that committed but died before removing its segment.
         std::fs::write(dir.path().join(SEGMENTS_DIR).join("00000001.seg"), b"one").unwrap();
         let committed = LogEnd { segment: 2, end: 3 };
