@@ -638,7 +638,9 @@ impl ProfileStore {
     /// Reclaims the space of dead chunks (`store/profiles/segments.rs`): every full segment file of which
     /// half or more is dead has its live chunks copied to the active segment and re-pointed in
     /// one durable write, and is then removed. Finds out from a read snapshot whether there is
-    /// anything to do, so a call with nothing to reclaim neither waits for nor holds up writes.
+    /// anything to do, so a call with nothing to reclaim neither waits for nor holds up writes,
+    /// and reclaims nothing while a batch holds the segment log (a bulk load can take minutes;
+    /// the caller, the job runner, must not wait behind it): a later call does it.
     pub fn reclaim_segments(&self) -> Result<ReclaimReport, ProfileStoreError> {
         if self
             .half_dead_segments(&self.db.begin_read()?.open_table(META)?)?
@@ -646,7 +648,9 @@ impl ProfileStore {
         {
             return Ok(ReclaimReport::default());
         }
-        let mut log_write = self.segments.begin();
+        let Some(mut log_write) = self.segments.try_begin() else {
+            return Ok(ReclaimReport::default());
+        };
         let txn = self.db.begin_write()?;
         let mut report = ReclaimReport::default();
         let half_dead = {

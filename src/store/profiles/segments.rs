@@ -134,6 +134,21 @@ impl SegmentLog {
         }
     }
 
+    /// Starts the appends of one write as [`SegmentLog::begin`] does, or gives `None` at once
+    /// when another write holds the log.
+    pub fn try_begin(&self) -> Option<LogWrite<'_>> {
+        let writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(LogWrite {
+            log: self,
+            writer,
+            committed: false,
+        })
+    }
+
     /// Reads a chunk written by a committed write (or by the write in progress).
     pub fn read(&self, location: ChunkLocation) -> io::Result<Vec<u8>> {
         let file = self.reader(location.segment)?;
