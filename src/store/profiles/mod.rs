@@ -1354,7 +1354,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                 if person.last_seq > MAX_CHUNKS {
                     let kept = compact_chunks(
                         self.tables,
-                        self.segments.log(),
+                        self.segments,
                         self.tenant_id,
                         person_id,
                         person.last_seq,
@@ -1507,9 +1507,14 @@ fn seal_persons(
 
 /// Rewrites the event chunks `1..=last_seq` of a person as one (sequence number 1), dropping
 /// events superseded by a later write with the same (dataset, `_id`); returns how many it kept.
+///
+/// The new chunk goes where the old ones were: to a segment file if any of them was in one (a
+/// person of bulk loads, whose history would otherwise move back into B-tree pages), else into
+/// the B-tree (a person of streamed events, whose compactions would otherwise leave dead segment
+/// bytes each time).
 fn compact_chunks(
     tables: &mut Tables<'_>,
-    segments: &SegmentLog,
+    segments: &mut LogWrite<'_>,
     tenant_id: u32,
     person_id: u64,
     last_seq: u32,
@@ -1519,8 +1524,12 @@ fn compact_chunks(
         let chunk = tables.remove_value(&person_key(tenant_id, person_id, seq))?;
         stored.push(chunk.unwrap_or_default());
     }
+    let mut in_segments = false;
+    for chunk in &stored {
+        in_segments |= codec::chunk_location(chunk)?.is_some();
+    }
     let opened = open_chunks(
-        segments,
+        segments.log(),
         stored
             .iter()
             .filter(|chunk| !chunk.is_empty())
@@ -1543,10 +1552,23 @@ fn compact_chunks(
             count += 1;
         }
     }
-    tables.persons.insert(
-        person_key(tenant_id, person_id, 1).as_slice(),
-        codec::seal_chunk(&compacted.bytes).as_slice(),
-    )?;
+    let sealed = codec::seal_chunk(&compacted.bytes);
+    let key = person_key(tenant_id, person_id, 1);
+    if in_segments {
+        let (segment, offset) = segments.append(&sealed)?;
+        tables.add_segment_live(segment, sealed.len() as i64)?;
+        let location = ChunkLocation {
+            segment,
+            offset,
+            len: sealed.len() as u32,
+        };
+        tables.persons.insert(
+            key.as_slice(),
+            codec::encode_chunk_location(location).as_slice(),
+        )?;
+    } else {
+        tables.persons.insert(key.as_slice(), sealed.as_slice())?;
+    }
     Ok(count)
 }
 

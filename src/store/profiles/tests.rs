@@ -738,6 +738,18 @@ fn event_chunks_in_segment_files_give_the_same_store() {
                 .apply_batch(&t, "web", RecordKind::Event, batch)
                 .unwrap();
         }
+        // Compaction keeps a person's chunks where they were: in a segment or in the B-tree.
+        let c25 = store.lookup(&t, "CRMID", "c-25", &policy).unwrap().unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let tenant_id = lookup_tenant(&txn, &t).unwrap().unwrap();
+        let persons = txn.open_table(PERSONS).unwrap();
+        let compacted = persons
+            .get(person_key(tenant_id, c25.person_id, 1).as_slice())
+            .unwrap()
+            .unwrap();
+        let in_segment = codec::chunk_location(compacted.value()).unwrap().is_some();
+        assert_eq!(in_segment, segment_min_bytes == 0);
+        drop((compacted, persons, txn));
         assert!(store.delete_person(&t, "CRMID", "c-29").unwrap());
         let before = all_profiles(&store, &policy);
         drop(store);
