@@ -249,20 +249,33 @@ async fn a_batch_killed_while_processing_is_whole_after_restart() {
     let rows: Vec<String> = (0..20_000)
         .map(|index| record(&format!("b{index}")).to_string())
         .collect();
-    let batch_id = upload_and_complete(&server, &http, &dataset, rows).await;
-    server.kill_hard();
-
-    // Start-up finishes the batch before serving: it is whole, never half applied.
-    let server = ServerProcess::start(dir.path());
-    let status = catalog_batch(&server, &http, &batch_id).await;
-    assert_eq!(status[&batch_id]["status"], "success", "{status}");
-    assert_eq!(status[&batch_id]["metrics"]["outputRecordCount"], 20_000);
+    let server = kill_while_processing(server, &http, dir.path(), &dataset, rows).await;
     for index in [0, 9_999, 19_999] {
         assert!(
             profile_exists(&server, &http, &format!("b{index}")).await,
             "row {index} missing"
         );
     }
+}
+
+/// Uploads `rows` as a batch, completes it and kills the server at once, while it processes the
+/// batch; restarts it on `dir` and checks that start-up finished the batch before serving: it is
+/// whole, never half applied.
+async fn kill_while_processing(
+    server: ServerProcess,
+    http: &reqwest::Client,
+    dir: &std::path::Path,
+    dataset: &str,
+    rows: Vec<String>,
+) -> ServerProcess {
+    let count = rows.len();
+    let batch_id = upload_and_complete(&server, http, dataset, rows).await;
+    server.kill_hard();
+    let server = ServerProcess::start(dir);
+    let status = catalog_batch(&server, http, &batch_id).await;
+    assert_eq!(status[&batch_id]["status"], "success", "{status}");
+    assert_eq!(status[&batch_id]["metrics"]["outputRecordCount"], count);
+    server
 }
 
 /// A bulk batch of events keeps its chunks in segment files beside the database: killed while
@@ -292,16 +305,7 @@ async fn an_event_batch_killed_while_processing_is_whole_after_restart() {
             .to_string()
         })
         .collect();
-    let batch_id = upload_and_complete(&server, &http, &dataset, rows).await;
-    server.kill_hard();
-
-    let server = ServerProcess::start(dir.path());
-    let status = catalog_batch(&server, &http, &batch_id).await;
-    assert_eq!(status[&batch_id]["status"], "success", "{status}");
-    assert_eq!(
-        status[&batch_id]["metrics"]["outputRecordCount"],
-        PERSONS * EVENTS
-    );
+    let server = kill_while_processing(server, &http, dir.path(), &dataset, rows).await;
     assert!(
         std::fs::read_dir(dir.path().join("event-segments"))
             .map(|files| files.count() > 0)
