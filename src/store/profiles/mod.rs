@@ -1322,6 +1322,12 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         let mut segment_starts = Vec::new();
         if chunk_bytes > 0 && chunk_bytes >= self.segment_min_bytes {
             for buffer in &self.seal_buffers {
+                // A buffer without chunks (its persons only had records) is not appended: none
+                // of its persons looks its start up.
+                if buffer.chunks.is_empty() {
+                    segment_starts.push((0, 0));
+                    continue;
+                }
                 let start = self.segments.append(&buffer.chunks)?;
                 self.tables
                     .add_segment_live(start.0, buffer.chunks.len() as i64)?;
