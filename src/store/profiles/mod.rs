@@ -670,21 +670,19 @@ impl ProfileStore {
             let mut keys = Vec::new();
             for (index, (key, location)) in moving.iter().enumerate() {
                 let start = copied.len() as u64;
-                copied.extend_from_slice(&self.segments.read(*location)?);
+                self.segments.read_into(*location, &mut copied)?;
                 keys.push((key.as_slice(), start, location.len));
                 if copied.len() >= RECLAIM_APPEND_BYTES || index + 1 == moving.len() {
-                    let (segment, base) = log_write.append(&copied)?;
+                    let (segment, base) = tables.append_chunks(&mut log_write, &copied)?;
                     for (key, start, len) in keys.drain(..) {
+                        let offset = base + start;
                         let location = ChunkLocation {
                             segment,
-                            offset: base + start,
+                            offset,
                             len,
                         };
-                        tables
-                            .persons
-                            .insert(key, codec::encode_chunk_location(location).as_slice())?;
+                        tables.insert_chunk_pointer(key, location)?;
                     }
-                    tables.add_segment_live(segment, copied.len() as i64)?;
                     report.bytes_moved += copied.len() as u64;
                     copied.clear();
                 }
@@ -943,6 +941,29 @@ impl<'txn> Tables<'txn> {
             self.add_segment_live(location.segment, -i64::from(location.len))?;
         }
         Ok(Some(value))
+    }
+
+    /// Appends sealed chunks, back to back, to the segment log and counts them as live there;
+    /// returns the segment and offset where they start.
+    fn append_chunks(
+        &mut self,
+        log_write: &mut LogWrite<'_>,
+        chunks: &[u8],
+    ) -> Result<(u32, u64), ProfileStoreError> {
+        let (segment, start) = log_write.append(chunks)?;
+        self.add_segment_live(segment, chunks.len() as i64)?;
+        Ok((segment, start))
+    }
+
+    /// Stores at `key` a pointer to the chunk at `location` in the segment log.
+    fn insert_chunk_pointer(
+        &mut self,
+        key: &[u8],
+        location: ChunkLocation,
+    ) -> Result<(), ProfileStoreError> {
+        self.persons
+            .insert(key, codec::encode_chunk_location(location).as_slice())?;
+        Ok(())
     }
 
     /// Adds `delta` to the live bytes of a segment file.
@@ -1328,10 +1349,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                     segment_starts.push((0, 0));
                     continue;
                 }
-                let start = self.segments.append(&buffer.chunks)?;
-                self.tables
-                    .add_segment_live(start.0, buffer.chunks.len() as i64)?;
-                segment_starts.push(start);
+                segment_starts.push(self.tables.append_chunks(self.segments, &buffer.chunks)?);
             }
         }
         for ((person_id, mut person), sealed) in pending.into_iter().zip(sealed) {
@@ -1347,16 +1365,14 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                             offset: start + chunk.start as u64,
                             len: chunk.len() as u32,
                         };
-                        self.tables.persons.insert(
-                            key.as_slice(),
-                            codec::encode_chunk_location(location).as_slice(),
-                        )?
+                        self.tables.insert_chunk_pointer(&key, location)?;
                     }
-                    None => self
-                        .tables
-                        .persons
-                        .insert(key.as_slice(), &buffer.chunks[chunk])?,
-                };
+                    None => {
+                        self.tables
+                            .persons
+                            .insert(key.as_slice(), &buffer.chunks[chunk])?;
+                    }
+                }
                 if person.last_seq > MAX_CHUNKS {
                     let kept = compact_chunks(
                         self.tables,
@@ -1561,17 +1577,14 @@ fn compact_chunks(
     let sealed = codec::seal_chunk(&compacted.bytes);
     let key = person_key(tenant_id, person_id, 1);
     if in_segments {
-        let (segment, offset) = segments.append(&sealed)?;
-        tables.add_segment_live(segment, sealed.len() as i64)?;
+        let (segment, offset) = tables.append_chunks(segments, &sealed)?;
+        let len = sealed.len() as u32;
         let location = ChunkLocation {
             segment,
             offset,
-            len: sealed.len() as u32,
+            len,
         };
-        tables.persons.insert(
-            key.as_slice(),
-            codec::encode_chunk_location(location).as_slice(),
-        )?;
+        tables.insert_chunk_pointer(&key, location)?;
     } else {
         tables.persons.insert(key.as_slice(), sealed.as_slice())?;
     }

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 pub const SEGMENTS_DIR: &str = "event-segments";
 
 /// A segment takes appends until it holds this many bytes; the next append starts a new one, so
-/// files stay of a size that is easy to copy, and a later space reclaimer has units to rewrite.
+/// files stay of a size that is easy to copy, and reclaiming space rewrites one at a time.
 const SEGMENT_BYTES: u64 = 1 << 30;
 
 /// A point in the segment log: the end of the bytes written to segment `segment`. Segment ids
@@ -127,11 +127,7 @@ impl SegmentLog {
     /// Starts the appends of one write; hold it until the write commits or fails. Appends that
     /// are not [`LogWrite::committed`] are cut off when it drops.
     pub fn begin(&self) -> LogWrite<'_> {
-        LogWrite {
-            log: self,
-            writer: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
-            committed: false,
-        }
+        self.write_with(self.writer.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Starts the appends of one write as [`SegmentLog::begin`] does, or gives `None` at once
@@ -142,19 +138,30 @@ impl SegmentLog {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        Some(LogWrite {
+        Some(self.write_with(writer))
+    }
+
+    fn write_with<'a>(&'a self, writer: MutexGuard<'a, LogWriter>) -> LogWrite<'a> {
+        LogWrite {
             log: self,
             writer,
             committed: false,
-        })
+        }
     }
 
     /// Reads a chunk written by a committed write (or by the write in progress).
     pub fn read(&self, location: ChunkLocation) -> io::Result<Vec<u8>> {
-        let file = self.reader(location.segment)?;
-        let mut bytes = vec![0; location.len as usize];
-        file.read_exact_at(&mut bytes, location.offset)?;
+        let mut bytes = Vec::new();
+        self.read_into(location, &mut bytes)?;
         Ok(bytes)
+    }
+
+    /// Appends a chunk, read as [`SegmentLog::read`] does, to `out`.
+    pub fn read_into(&self, location: ChunkLocation, out: &mut Vec<u8>) -> io::Result<()> {
+        let file = self.reader(location.segment)?;
+        let start = out.len();
+        out.resize(start + location.len as usize, 0);
+        file.read_exact_at(&mut out[start..], location.offset)
     }
 
     /// The length of a segment file.
