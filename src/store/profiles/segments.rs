@@ -217,6 +217,32 @@ fn cut(path: &Path, end: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk now, without
+/// waiting for them.
+///
+/// Why: a bulk load appends gigabytes that would otherwise sit dirty in the page cache until the
+/// batch's `fsync`, which then waits for all of them while the cores idle; written out as they
+/// come, they overlap with the batch's work (1M-profile load 1.0–1.4 s faster). Durability still
+/// rests on [`LogWrite::sync`]. A hint: failure is ignored, and other systems skip it.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor stays open while `file` is borrowed; the call only reads its
+        // arguments.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
 /// The id of a segment file from its name.
 fn segment_id(path: &Path) -> Option<u32> {
     let name = path.file_name()?.to_str()?;
@@ -261,6 +287,7 @@ impl LogWrite<'_> {
         let file = writer.active.as_ref().expect("the active segment is open");
         // At an explicit offset: bytes an abandoned write left past it are overwritten.
         file.write_all_at(bytes, writer.next.end)?;
+        start_writeback(file, writer.next.end, bytes.len() as u64);
         let at = (writer.next.segment, writer.next.end);
         writer.next.end += bytes.len() as u64;
         Ok(at)
