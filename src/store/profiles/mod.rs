@@ -1074,6 +1074,9 @@ struct BatchWriter<'a, 'txn, 'log> {
     partition_persons: u64,
     /// The identity keys of the last linked row and the person they belong to.
     last_link: Option<(Vec<String>, u64)>,
+    /// Whether the last row looked up in the graph made a new person: the next row's keys are
+    /// then claimed before they are looked up ([`BatchWriter::link_looked_up`]).
+    claim_keys: bool,
     /// Where flushes seal their values, one per sealing thread.
     seal_buffers: Vec<SealBuffer>,
 }
@@ -1104,6 +1107,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             merged: 0,
             touched_partitions: BTreeSet::new(),
             last_link: None,
+            claim_keys: false,
             partition_persons: PARTITION_PERSONS,
             seal_buffers: Vec::new(),
         })
@@ -1175,26 +1179,49 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         Ok(target)
     }
 
+    /// Finds the persons that own `keys` and makes every key point at the one they merge into.
+    ///
+    /// While rows keep making new persons (a bulk load of new people), the keys are claimed for
+    /// the next new person straight away: an insert returns the owner it replaced, so a new
+    /// person's identity costs one B-tree descent instead of a lookup and then an insert. A
+    /// claimed key that turns out to be owned is pointed at the surviving person below.
     fn link_looked_up(&mut self, keys: &[String]) -> Result<u64, ProfileStoreError> {
+        let claimant = self.claim_keys.then_some(self.next_person);
         let mut owners: Vec<Option<u64>> = Vec::with_capacity(keys.len());
         for key in keys {
-            owners.push(
-                self.tables
+            let key = id_key(self.tenant_id, key);
+            let owner = match claimant {
+                Some(claimant) => self
+                    .tables
                     .ids
-                    .get(id_key(self.tenant_id, key).as_slice())?
-                    .map(|v| v.value()),
-            );
+                    .insert(key.as_slice(), claimant)?
+                    .map(|v| v.value())
+                    // A key the row names twice: its second insert finds the first.
+                    .filter(|&owner| owner != claimant),
+                None => self.tables.ids.get(key.as_slice())?.map(|v| v.value()),
+            };
+            owners.push(owner);
         }
         let mut persons: Vec<u64> = owners.iter().flatten().copied().collect();
         persons.sort_unstable();
         persons.dedup();
+        self.claim_keys = persons.is_empty();
         let target = match persons.as_slice() {
             [] => {
                 let person_id = self.next_person;
                 self.next_person += 1;
                 self.created += 1;
                 self.pending.insert(person_id, PendingPerson::new_person());
-                person_id
+                let header = &mut self.pending.get_mut(&person_id).expect("just added").header;
+                header.identities.extend(keys.iter().cloned());
+                if claimant.is_none() {
+                    for key in keys {
+                        self.tables
+                            .ids
+                            .insert(id_key(self.tenant_id, key).as_slice(), person_id)?;
+                    }
+                }
+                return Ok(person_id);
             }
             [only] => {
                 self.load(*only)?;
@@ -1224,12 +1251,19 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             .expect("target is loaded")
             .header;
         for (key, owner) in keys.iter().zip(owners) {
-            // Identities that belonged to an absorbed person were re-pointed by `absorb`.
-            if owner.is_none() {
+            // Identities that belonged to an absorbed person were re-pointed by `absorb`; those
+            // of the target need writing back only if they were claimed.
+            let write = match owner {
+                None => {
+                    header.identities.push(key.clone());
+                    true
+                }
+                Some(owner) => claimant.is_some() && owner == target,
+            };
+            if write {
                 self.tables
                     .ids
                     .insert(id_key(self.tenant_id, key).as_slice(), target)?;
-                header.identities.push(key.clone());
             }
         }
         Ok(target)

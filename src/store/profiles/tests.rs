@@ -126,6 +126,64 @@ fn a_record_linking_two_people_merges_them() {
     assert_eq!(profiles[0], merged);
 }
 
+/// Rows after a new person claim their identities before looking them up
+/// ([`BatchWriter::link_looked_up`]): a claimed identity that already had an owner must end up
+/// with the person it merges into, not with the would-be new person (whose id the next new
+/// person then takes).
+#[test]
+fn identities_claimed_for_a_new_person_end_with_the_person_they_join() {
+    let (_dir, store) = open();
+    let t = tenant();
+    let crm = |ids: Value, city: &str| record(ids, json!({"homeAddress": {"city": city}}));
+    store
+        .apply_batch(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            vec![
+                // A new person; the rows after it claim their keys.
+                crm(json!({"CRMID": [{"id": "c-1", "primary": true}], "Email": [{"id": "a@x.com"}]}), "one"),
+                // Claimed and new.
+                crm(json!({"CRMID": [{"id": "c-2", "primary": true}]}), "two"),
+                // Claimed; the e-mail belongs to c-1's person, which this row joins.
+                crm(json!({"CRMID": [{"id": "c-3", "primary": true}], "Email": [{"id": "a@x.com"}]}), "three"),
+                // Looked up (the last row joined a person), new: takes the id the row above
+                // claimed its keys for.
+                crm(json!({"CRMID": [{"id": "c-4", "primary": true}]}), "four"),
+                // Claimed; links c-1's and c-2's persons.
+                crm(json!({"CRMID": [{"id": "c-2", "primary": true}], "Email": [{"id": "a@x.com"}]}), "five"),
+                // Looked up, new.
+                crm(json!({"CRMID": [{"id": "c-5", "primary": true}]}), "six"),
+                // Claimed; the same key twice and one of c-4's.
+                crm(json!({"CRMID": [{"id": "c-4", "primary": true}], "Phone": [{"id": "1"}, {"id": "1"}]}), "seven"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(store.profile_count(&t).unwrap(), 3);
+    let policy = MergePolicy::default();
+    let person_of = |namespace: &str, id: &str| {
+        store
+            .lookup(&t, namespace, id, &policy)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{namespace} {id} is known"))
+    };
+    let joined = person_of("CRMID", "c-1");
+    for (namespace, id) in [("CRMID", "c-2"), ("CRMID", "c-3"), ("Email", "a@x.com")] {
+        assert_eq!(person_of(namespace, id), joined, "{namespace} {id}");
+    }
+    let mut identities: Vec<&str> = joined.identities.iter().map(|i| i.id.as_str()).collect();
+    identities.sort_unstable();
+    assert_eq!(identities, ["a@x.com", "c-1", "c-2", "c-3"]);
+    let fourth = person_of("CRMID", "c-4");
+    assert_eq!(person_of("Phone", "1"), fourth);
+    assert_eq!(fourth.attributes["homeAddress"]["city"], "seven");
+    assert_ne!(fourth.person_id, joined.person_id);
+    let fifth = person_of("CRMID", "c-5");
+    assert_eq!(fifth.attributes["homeAddress"]["city"], "six");
+    assert!(![joined.person_id, fourth.person_id].contains(&fifth.person_id));
+    assert_eq!(all_profiles(&store, &policy).len(), 3);
+}
+
 #[test]
 fn merging_inside_one_batch_moves_stored_event_chunks() {
     let (_dir, store) = open();
