@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use serde_json::Value;
 
 use crate::store::profiles::identity::{identity_map_identities, row_identities};
-use crate::store::profiles::{PreparedRow, RecordKind, packed, parse_timestamp_text};
+use crate::store::profiles::{IdentityKeys, PreparedRow, RecordKind, packed, parse_timestamp_text};
 
 /// Largest Individual Profile record accepted, in bytes of JSON (§4.9).
 pub const MAX_RECORD_BYTES: usize = 100 * 1024;
@@ -389,10 +389,13 @@ impl RawChunk {
         dataset_id: &'a str,
     ) -> impl Iterator<Item = (usize, Result<PreparedRow, String>)> + 'a {
         let mut packed_body = Vec::new();
+        let mut last_identities = LastIdentities::default();
         self.rows.iter().map(move |entry| {
             if let (RecordKind::Event, RawEntry::Text(row, range)) = (kind, entry) {
                 let json = &self.text[range.clone()];
-                if let Some(prepared) = prepare_event_text(json, dataset_id, &mut packed_body) {
+                if let Some(prepared) =
+                    prepare_event_text(json, dataset_id, &mut packed_body, &mut last_identities)
+                {
                     return (*row, Ok(prepared));
                 }
             }
@@ -441,6 +444,7 @@ fn prepare_event_text(
     json: &[u8],
     dataset_id: &str,
     packed_body: &mut Vec<u8>,
+    last_identities: &mut LastIdentities,
 ) -> Option<PreparedRow> {
     if json.len() > MAX_EVENT_BYTES {
         return None;
@@ -460,8 +464,7 @@ fn prepare_event_text(
             .try_fold(*start, |node, part| packed::field(node, part))
     };
     let node_at = |path: &[&str]| packed_at(path).and_then(packed::node);
-    let identities =
-        identity_map_identities(Some(packed::Packed(packed_at(&["identityMap"])?))).ok()?;
+    let identities = last_identities.keys_of(packed_at(&["identityMap"])?)?;
     let id = match node_at(&["_id"])? {
         packed::Node::String(id) if !id.is_empty() => id,
         _ => return None,
@@ -483,6 +486,32 @@ fn prepare_event_text(
         timestamp_ms,
         body,
     ))
+}
+
+/// The identities of the last event [`prepare_event_text`] read, with the packed `identityMap`
+/// they came from: the next events of the same person (they come together) name the same ones
+/// and share them, rather than reading them again and allocating their keys per event.
+#[derive(Default)]
+struct LastIdentities {
+    identity_map: Vec<u8>,
+    identities: Option<IdentityKeys>,
+}
+
+impl LastIdentities {
+    /// The identities of the packed `identityMap`, or `None` when it has no usable ones.
+    fn keys_of(&mut self, identity_map: &[u8]) -> Option<IdentityKeys> {
+        if let Some(identities) = &self.identities
+            && self.identity_map == identity_map
+        {
+            return Some(identities.clone());
+        }
+        let identities =
+            IdentityKeys::new(&identity_map_identities(Some(packed::Packed(identity_map))).ok()?);
+        self.identity_map.clear();
+        self.identity_map.extend_from_slice(identity_map);
+        self.identities = Some(identities.clone());
+        Some(identities)
+    }
 }
 
 /// Streams the rows of a file, unparsed, into [`RawChunk`]s.
@@ -902,8 +931,11 @@ mod tests {
         }
         assert!(generated.len() > 1_000, "{} events", generated.len());
         let mut buffer = Vec::new();
+        // Shared by every row, as by the rows of a chunk: consecutive events of a person reuse
+        // their identities, and no row may take another's.
+        let mut last = LastIdentities::default();
         for json in &generated {
-            let fast = prepare_event_text(json.as_bytes(), "web", &mut buffer);
+            let fast = prepare_event_text(json.as_bytes(), "web", &mut buffer, &mut last);
             assert_eq!(
                 fast.ok_or_else(|| "fast way refused".to_owned()),
                 prepare_slowly(json),
@@ -954,7 +986,7 @@ mod tests {
         let mut fast_ways = 0;
         for json in &cases {
             let slow = prepare_slowly(json);
-            if let Some(fast) = prepare_event_text(json.as_bytes(), "web", &mut buffer) {
+            if let Some(fast) = prepare_event_text(json.as_bytes(), "web", &mut buffer, &mut last) {
                 fast_ways += 1;
                 assert_eq!(Ok(fast), slow, "{json}");
             }
@@ -965,6 +997,9 @@ mod tests {
         let mut not_utf8 = ok.to_string().into_bytes();
         let accent = not_utf8.iter().position(|&b| b == 0xc3).unwrap();
         not_utf8[accent] = 0xff;
-        assert_eq!(prepare_event_text(&not_utf8, "web", &mut buffer), None);
+        assert_eq!(
+            prepare_event_text(&not_utf8, "web", &mut buffer, &mut last),
+            None
+        );
     }
 }

@@ -98,7 +98,7 @@ pub use merge::{
     AttributeMerge, IdentityGraph, MergePolicy, MergedProfile, NamespaceSets, ProfileEvent,
 };
 use prepare::PreparedContent;
-pub use prepare::PreparedRow;
+pub use prepare::{IdentityKeys, PreparedRow};
 pub use segments::SEGMENTS_DIR;
 use segments::{ChunkLocation, LogEnd, LogWrite, SegmentLog};
 
@@ -1072,8 +1072,8 @@ struct BatchWriter<'a, 'txn, 'log> {
     touched_partitions: BTreeSet<u64>,
     /// Person ids per partition.
     partition_persons: u64,
-    /// The identity keys of the last linked row and the person they belong to.
-    last_link: Option<(Vec<String>, u64)>,
+    /// The identities of the last linked row and the person they belong to.
+    last_link: Option<(IdentityKeys, u64)>,
     /// Whether the last row looked up in the graph made a new person: the next row's keys are
     /// then claimed before they are looked up ([`BatchWriter::link_looked_up`]).
     claim_keys: bool,
@@ -1123,11 +1123,10 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     ) -> Result<(), ProfileStoreError> {
         self.pending_bytes += row.pending_bytes();
         let PreparedRow {
-            mut identity_keys,
-            primary,
+            identities,
             content,
         } = row;
-        let person_id = self.link(&identity_keys)?;
+        let person_id = self.link(&identities)?;
         if matches!(content, PreparedContent::Record { .. }) {
             self.read_header(person_id)?;
         }
@@ -1139,7 +1138,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             PreparedContent::Record { effective_ts, body } => {
                 let fragment = Fragment {
                     dataset_id: dataset_id.to_owned(),
-                    primary: identity_keys.swap_remove(primary),
+                    primary: identities.primary().to_owned(),
                     effective_ts: effective_ts.unwrap_or(ingest_ms),
                     batch_seq: self.batch_seq,
                     body,
@@ -1163,19 +1162,19 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         Ok(())
     }
 
-    /// Links a row's identities (graph keys) into the graph and returns the (loaded) person
-    /// they now all belong to.
-    fn link(&mut self, keys: &[String]) -> Result<u64, ProfileStoreError> {
+    /// Links a row's identities into the graph and returns the (loaded) person they now all
+    /// belong to.
+    fn link(&mut self, identities: &IdentityKeys) -> Result<u64, ProfileStoreError> {
         // Rows of one person tend to come together (a file per source, events in time order):
         // the same identities as the last row's, whose person is still loaded, need no lookups.
-        if let Some((last_keys, person)) = &self.last_link
-            && last_keys.as_slice() == keys
+        if let Some((last, person)) = &self.last_link
+            && last.same_keys(identities)
             && self.pending.contains_key(person)
         {
             return Ok(*person);
         }
-        let target = self.link_looked_up(keys)?;
-        self.last_link = Some((keys.to_vec(), target));
+        let target = self.link_looked_up(identities.keys())?;
+        self.last_link = Some((identities.clone(), target));
         Ok(target)
     }
 

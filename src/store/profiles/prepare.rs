@@ -7,6 +7,8 @@
 //! the one writer thread only links identities and appends bytes
 //! ([`crate::store::profiles::ProfileStore::apply_prepared`]).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::codec::{self, Encoder};
@@ -16,12 +18,51 @@ use super::{RecordKind, packed, parse_timestamp};
 /// A row ready to be written: see the module documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedRow {
-    /// Graph keys of the row's identities, in document order, without duplicates.
-    pub(super) identity_keys: Vec<String>,
-    /// Index of the primary identity in `identity_keys`.
-    pub(super) primary: usize,
+    /// The row's identities.
+    pub(super) identities: IdentityKeys,
     /// What the row adds to its person.
     pub(super) content: PreparedContent,
+}
+
+/// A row's identities as the store links them: their graph keys, in document order, without
+/// duplicates, and which one is primary.
+///
+/// The keys are shared: the events of one person come together and name the same identities,
+/// so batch ingestion gives them one copy ([`IdentityKeys::clone`] is a reference count), and the
+/// writer tells them apart from the last row's by pointer before comparing the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityKeys {
+    keys: Arc<[String]>,
+    primary: usize,
+}
+
+impl IdentityKeys {
+    /// The keys of `identities`, exactly one of which is primary (as
+    /// [`identity::row_identities`] gives them).
+    pub fn new(identities: &[Identity]) -> Self {
+        Self {
+            keys: identities.iter().map(Identity::key).collect(),
+            primary: identities
+                .iter()
+                .position(|identity| identity.primary)
+                .expect("one identity is primary"),
+        }
+    }
+
+    /// The graph keys.
+    pub(super) fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The primary identity's graph key.
+    pub(super) fn primary(&self) -> &str {
+        &self.keys[self.primary]
+    }
+
+    /// Whether `other` has the same keys: the same shared copy, or equal ones.
+    pub(super) fn same_keys(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.keys, &other.keys) || self.keys == other.keys
+    }
 }
 
 /// What a prepared row adds to its person.
@@ -62,7 +103,7 @@ impl PreparedRow {
                     .transpose()?;
                 let body = serde_json::to_string(row).map_err(|error| error.to_string())?;
                 Ok(Self::with_identities(
-                    &identities,
+                    &IdentityKeys::new(&identities),
                     PreparedContent::Record { effective_ts, body },
                 ))
             }
@@ -77,7 +118,7 @@ impl PreparedRow {
                     .ok_or_else(|| "event has no valid timestamp".to_owned())?;
                 Ok(Self::event(
                     dataset_id,
-                    &identities,
+                    &IdentityKeys::new(&identities),
                     id,
                     timestamp_ms,
                     0,
@@ -91,7 +132,7 @@ impl PreparedRow {
     /// its identities (as [`identity::row_identities`] gives them), `_id` and timestamp.
     pub fn packed_event(
         dataset_id: &str,
-        identities: &[Identity],
+        identities: &IdentityKeys,
         id: &str,
         timestamp_ms: i64,
         packed_body: &[u8],
@@ -110,7 +151,7 @@ impl PreparedRow {
     /// rather than grown, and copied, as it is written.
     fn event(
         dataset_id: &str,
-        identities: &[Identity],
+        identities: &IdentityKeys,
         id: &str,
         timestamp_ms: i64,
         body_bytes: usize,
@@ -122,7 +163,7 @@ impl PreparedRow {
                 encoded: Vec::new(),
             },
         );
-        let primary = &row.identity_keys[row.primary];
+        let primary = row.identities.primary();
         // The fields' lengths (4-byte prefixes), the timestamp and the body's length prefix.
         let fields_bytes = 3 * 4 + dataset_id.len() + primary.len() + id.len() + 8 + 4;
         let mut encoder = Encoder {
@@ -142,13 +183,9 @@ impl PreparedRow {
         row
     }
 
-    fn with_identities(identities: &[Identity], content: PreparedContent) -> Self {
+    fn with_identities(identities: &IdentityKeys, content: PreparedContent) -> Self {
         Self {
-            identity_keys: identities.iter().map(Identity::key).collect(),
-            primary: identities
-                .iter()
-                .position(|identity| identity.primary)
-                .expect("one identity is primary"),
+            identities: identities.clone(),
             content,
         }
     }
@@ -156,9 +193,7 @@ impl PreparedRow {
     /// Returns the bytes this row adds to a batch's memory until it is written.
     pub(super) fn pending_bytes(&self) -> usize {
         match &self.content {
-            PreparedContent::Record { body, .. } => {
-                body.len() + self.identity_keys[self.primary].len()
-            }
+            PreparedContent::Record { body, .. } => body.len() + self.identities.primary().len(),
             PreparedContent::Event { encoded } => encoded.len(),
         }
     }
