@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use segmentd::ingest::generate::generate;
-use segmentd::ingest::validate::read_file;
+use segmentd::ingest::validate::{InputFormat, RawChunk, RawReader, read_file};
 use segmentd::snapshot::{ColumnarSnapshots, Partition};
 use segmentd::store::profiles::{MergePolicy, ProfileStore, RecordKind};
 use serde_json::Value;
@@ -107,6 +107,25 @@ fn bench_store(c: &mut Criterion) {
         },
     );
 
+    // What each worker of batch ingestion does to an event row (parse, validate, pack, encode),
+    // on one thread: the part of ingest that scales with the cores.
+    let event_chunks = event_chunks(data.path());
+    let event_rows: usize = event_chunks.iter().map(RawChunk::len).sum();
+    group.throughput(Throughput::Elements(event_rows as u64));
+    group.bench_function(
+        format!("prepare_event_rows_1_thread/{event_rows}_events"),
+        |b| {
+            b.iter(|| {
+                event_chunks
+                    .iter()
+                    .flat_map(|chunk| chunk.prepare(RecordKind::Event, "web"))
+                    .filter(|(_, prepared)| prepared.is_ok())
+                    .count()
+            })
+        },
+    );
+    group.throughput(Throughput::Elements(profiles));
+
     group.bench_function(format!("load_files_validated/{profiles}_profiles"), |b| {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;
@@ -180,6 +199,31 @@ fn bench_store(c: &mut Criterion) {
         |b| b.iter(|| black_box(pass())),
     );
     group.finish();
+}
+
+/// The generated event rows, read into chunks of 512 as batch ingestion reads them.
+fn event_chunks(dir: &Path) -> Vec<RawChunk> {
+    let manifest = segmentd::ingest::generate::read_manifest(dir).expect("manifest");
+    let mut chunks = Vec::new();
+    for dataset in manifest
+        .datasets
+        .iter()
+        .filter(|d| d.kind == RecordKind::Event)
+    {
+        for file in &dataset.files {
+            let mut reader =
+                RawReader::open(&dir.join(file), InputFormat::JsonLines).expect("readable");
+            loop {
+                let mut chunk = RawChunk::default();
+                while chunk.len() < 512 && reader.read_into(&mut chunk).expect("readable") {}
+                if chunk.is_empty() {
+                    break;
+                }
+                chunks.push(chunk);
+            }
+        }
+    }
+    chunks
 }
 
 /// Bytes of the files under `dir`.

@@ -10,7 +10,7 @@
 //! rows across row groups.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -306,6 +306,24 @@ const TYPED_FIELDS: &[(&[&str], Expect)] = &[
     (&["placeContext", "geo", "countryCode"], Expect::CountryCode),
 ];
 
+/// [`TYPED_FIELDS`] by the name their path starts with, each with the rest of its path; without
+/// the timestamp, which [`prepare_event_text`] reads (with the same rule) before.
+static TYPED_FIELDS_BY_FIRST_NAME: std::sync::LazyLock<HashMap<&[u8], Vec<(&[&str], Expect)>>> =
+    std::sync::LazyLock::new(|| {
+        let mut by_first: HashMap<&[u8], Vec<(&[&str], Expect)>> = HashMap::new();
+        for (path, expected) in TYPED_FIELDS {
+            if let [first, rest @ ..] = path
+                && *path != ["timestamp"]
+            {
+                by_first
+                    .entry(first.as_bytes())
+                    .or_default()
+                    .push((rest, *expected));
+            }
+        }
+        by_first
+    });
+
 /// Returns the dotted path of the first `null` inside `value`.
 fn find_null(value: &Value, path: &mut Vec<String>) -> Option<String> {
     match value {
@@ -469,14 +487,22 @@ fn prepare_event_text(
         packed::Node::String(id) if !id.is_empty() => id,
         _ => return None,
     };
-    const TIMESTAMP: &[&str] = &["timestamp"];
-    let timestamp_ms = timestamp_ms(node_at(TIMESTAMP)?.into())?;
-    // The timestamp, a typed field too, was just read with the same rule: it is not parsed twice.
-    for (path, expected) in TYPED_FIELDS.iter().filter(|(path, _)| *path != TIMESTAMP) {
-        if let Some(node) = node_at(path)
-            && !expected.accepts(node.into())
-        {
-            return None;
+    let timestamp_ms = timestamp_ms(node_at(&["timestamp"])?.into())?;
+    // Each top-level entry is matched once against the typed fields under it, rather than every
+    // typed field looked for among the entries (most are absent from any one event).
+    for (name, start) in &top {
+        let Some(typed) = TYPED_FIELDS_BY_FIRST_NAME.get(name) else {
+            continue;
+        };
+        for (rest, expected) in typed {
+            if let Some(node) = rest
+                .iter()
+                .try_fold(*start, |node, part| packed::field(node, part))
+                .and_then(packed::node)
+                && !expected.accepts(node.into())
+            {
+                return None;
+            }
         }
     }
     Some(PreparedRow::packed_event(
