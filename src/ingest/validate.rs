@@ -306,11 +306,14 @@ const TYPED_FIELDS: &[(&[&str], Expect)] = &[
     (&["placeContext", "geo", "countryCode"], Expect::CountryCode),
 ];
 
+/// Typed fields by the first name of their path: the rest of the path and the expected type.
+type TypedFieldsByName = HashMap<&'static [u8], Vec<(&'static [&'static str], Expect)>>;
+
 /// [`TYPED_FIELDS`] by the name their path starts with, each with the rest of its path; without
 /// the timestamp, which [`prepare_event_text`] reads (with the same rule) before.
-static TYPED_FIELDS_BY_FIRST_NAME: std::sync::LazyLock<HashMap<&[u8], Vec<(&[&str], Expect)>>> =
+static TYPED_FIELDS_BY_FIRST_NAME: std::sync::LazyLock<TypedFieldsByName> =
     std::sync::LazyLock::new(|| {
-        let mut by_first: HashMap<&[u8], Vec<(&[&str], Expect)>> = HashMap::new();
+        let mut by_first = TypedFieldsByName::new();
         for (path, expected) in TYPED_FIELDS {
             if let [first, rest @ ..] = path
                 && *path != ["timestamp"]

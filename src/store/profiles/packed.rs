@@ -41,19 +41,7 @@ pub fn pack(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.push(NULL),
         Value::Bool(false) => out.push(FALSE),
         Value::Bool(true) => out.push(TRUE),
-        Value::Number(number) => {
-            if let Some(positive) = number.as_u64() {
-                out.push(POSITIVE);
-                varint(positive, out);
-            } else if let Some(negative) = number.as_i64() {
-                out.push(NEGATIVE);
-                varint(((negative << 1) ^ (negative >> 63)) as u64, out);
-            } else {
-                out.push(DOUBLE);
-                let double = number.as_f64().unwrap_or(f64::NAN);
-                out.extend_from_slice(&double.to_le_bytes());
-            }
-        }
+        Value::Number(number) => pack_number(number, out),
         Value::String(text) => {
             out.push(STRING);
             string(text, out);
@@ -110,9 +98,27 @@ fn unzigzag(zigzag: u64) -> i64 {
     ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64)
 }
 
+fn pack_number(number: &serde_json::Number, out: &mut Vec<u8>) {
+    if let Some(positive) = number.as_u64() {
+        out.push(POSITIVE);
+        varint(positive, out);
+    } else if let Some(negative) = number.as_i64() {
+        out.push(NEGATIVE);
+        varint(((negative << 1) ^ (negative >> 63)) as u64, out);
+    } else {
+        out.push(DOUBLE);
+        let double = number.as_f64().unwrap_or(f64::NAN);
+        out.extend_from_slice(&double.to_le_bytes());
+    }
+}
+
 fn string(text: &str, out: &mut Vec<u8>) {
+    string_bytes(text.as_bytes(), out);
+}
+
+fn string_bytes(text: &[u8], out: &mut Vec<u8>) {
     varint(text.len() as u64, out);
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(text);
 }
 
 fn container(tag: u8, count: usize, out: &mut Vec<u8>, items: impl FnOnce(&mut Vec<u8>)) {
@@ -145,10 +151,283 @@ pub struct TranscodeFlags {
 ///
 /// Text that is valid UTF-8 as a whole is read as `str`, so serde_json does not check every
 /// string again; other text is read as bytes, which locates the bad sequence in the error.
+///
+/// Text is first read by a lexer of its own ([`TextTranscoder`]), about twice as fast as
+/// serde_json's visitor interface; any text it does not plainly take (bad JSON, numbers it leaves
+/// to serde_json's parser failing, deep nesting) is read again by serde_json, which words the
+/// error.
 pub fn transcode_json(json: &[u8], out: &mut Vec<u8>) -> Result<TranscodeFlags, serde_json::Error> {
+    let start = out.len();
     match std::str::from_utf8(json) {
-        Ok(text) => transcode_from(serde_json::Deserializer::from_str(text), out),
+        Ok(text) => {
+            if let Some(flags) = TextTranscoder::transcode(text, out) {
+                return Ok(flags);
+            }
+            out.truncate(start);
+            transcode_from(serde_json::Deserializer::from_str(text), out)
+        }
         Err(_) => transcode_from(serde_json::Deserializer::from_slice(json), out),
+    }
+}
+
+/// The length of the run of string bytes at the start of `bytes` that need no attention: up to
+/// the first quote, backslash or control character (or the end). Eight bytes at a time: the byte
+/// loop was the lexer's slowest part.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `word` below `n` (n <= 128) or equal to 0; the lowest set
+    // one is exact, which is all that is read.
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
+    let mut at = 0;
+    while let Some(word) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let special = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - at)
+}
+
+/// Nesting deeper than this is left to serde_json (whose limit is 128), so both agree on what is
+/// too deep.
+const TEXT_TRANSCODER_DEPTH: usize = 100;
+
+/// The lexer of [`transcode_json`]: JSON text (valid UTF-8) straight to packed bytes, giving up
+/// (`None`) on anything that is not plainly valid JSON.
+struct TextTranscoder<'a> {
+    text: &'a [u8],
+    at: usize,
+    out: &'a mut Vec<u8>,
+    flags: TranscodeFlags,
+    /// Byte ranges in `out` of the keys of the objects being transcoded, innermost last.
+    keys: Vec<std::ops::Range<usize>>,
+    /// Where a string with escapes is unescaped.
+    unescaped: Vec<u8>,
+}
+
+impl<'a> TextTranscoder<'a> {
+    fn transcode(text: &'a str, out: &'a mut Vec<u8>) -> Option<TranscodeFlags> {
+        let mut transcoder = TextTranscoder {
+            text: text.as_bytes(),
+            at: 0,
+            out,
+            flags: TranscodeFlags::default(),
+            keys: Vec::new(),
+            unescaped: Vec::new(),
+        };
+        transcoder.value(0)?;
+        transcoder.skip_whitespace();
+        (transcoder.at == transcoder.text.len()).then_some(transcoder.flags)
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.text.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// Skips whitespace and then `byte` if it comes next; tells whether it did.
+    fn eat(&mut self, byte: u8) -> bool {
+        self.skip_whitespace();
+        let next = self.text.get(self.at) == Some(&byte);
+        self.at += usize::from(next);
+        next
+    }
+
+    fn literal(&mut self, word: &[u8], tag: u8) -> Option<()> {
+        self.text[self.at..].starts_with(word).then_some(())?;
+        self.at += word.len();
+        self.out.push(tag);
+        Some(())
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        self.skip_whitespace();
+        match *self.text.get(self.at)? {
+            b'"' => {
+                self.out.push(STRING);
+                self.string()
+            }
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b't' => self.literal(b"true", TRUE),
+            b'f' => self.literal(b"false", FALSE),
+            b'n' => {
+                self.flags.has_null = true;
+                self.literal(b"null", NULL)
+            }
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        if depth > TEXT_TRANSCODER_DEPTH {
+            return None;
+        }
+        self.at += 1;
+        let length_at = open_container(self.out, ARRAY);
+        let mut count = 0;
+        if !self.eat(b']') {
+            loop {
+                self.value(depth)?;
+                count += 1;
+                if self.eat(b']') {
+                    break;
+                }
+                self.eat(b',').then_some(())?;
+            }
+        }
+        close_container(self.out, length_at, count).ok()
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
+        if depth > TEXT_TRANSCODER_DEPTH {
+            return None;
+        }
+        self.at += 1;
+        let length_at = open_container(self.out, OBJECT);
+        let first_key = self.keys.len();
+        let mut count = 0;
+        if !self.eat(b'}') {
+            loop {
+                self.skip_whitespace();
+                (self.text.get(self.at) == Some(&b'"')).then_some(())?;
+                let key_at = self.out.len();
+                self.string()?;
+                let key = key_at..self.out.len();
+                let repeated = self.keys[first_key..]
+                    .iter()
+                    .any(|known| self.out[known.clone()] == self.out[key.clone()]);
+                self.flags.has_duplicate_key |= repeated;
+                self.keys.push(key);
+                self.eat(b':').then_some(())?;
+                self.value(depth)?;
+                count += 1;
+                if self.eat(b'}') {
+                    break;
+                }
+                self.eat(b',').then_some(())?;
+            }
+        }
+        self.keys.truncate(first_key);
+        close_container(self.out, length_at, count).ok()
+    }
+
+    /// Writes the string starting at the opening quote as a packed string (length and bytes).
+    fn string(&mut self) -> Option<()> {
+        let start = self.at + 1;
+        let end = start + plain_run(&self.text[start.min(self.text.len())..]);
+        match *self.text.get(end)? {
+            b'"' => {}
+            b'\\' => return self.escaped_string(start),
+            // Control characters must be escaped in JSON strings.
+            _ => return None,
+        }
+        string_bytes(&self.text[start..end], self.out);
+        self.at = end + 1;
+        Some(())
+    }
+
+    /// [`TextTranscoder::string`] for a string with escapes, unescaped first.
+    fn escaped_string(&mut self, start: usize) -> Option<()> {
+        self.unescaped.clear();
+        let mut at = start;
+        loop {
+            match *self.text.get(at)? {
+                b'"' => break,
+                b'\\' => {
+                    let escape = *self.text.get(at + 1)?;
+                    at += 2;
+                    let unescaped = match escape {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'/' => b'/',
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            let high = self.hex4(at)?;
+                            at += 4;
+                            let code = match high {
+                                0xd800..=0xdbff => {
+                                    // A leading surrogate must be followed by an escaped trailing one.
+                                    (self.text.get(at..at + 2)? == b"\\u").then_some(())?;
+                                    let low = self.hex4(at + 2)?;
+                                    (0xdc00..=0xdfff).contains(&low).then_some(())?;
+                                    at += 6;
+                                    0x10000
+                                        + ((u32::from(high) - 0xd800) << 10)
+                                        + (u32::from(low) - 0xdc00)
+                                }
+                                0xdc00..=0xdfff => return None,
+                                _ => u32::from(high),
+                            };
+                            let character = char::from_u32(code)?;
+                            let mut utf8 = [0u8; 4];
+                            self.unescaped
+                                .extend_from_slice(character.encode_utf8(&mut utf8).as_bytes());
+                            continue;
+                        }
+                        _ => return None,
+                    };
+                    self.unescaped.push(unescaped);
+                }
+                0..=0x1f => return None,
+                byte => {
+                    self.unescaped.push(byte);
+                    at += 1;
+                }
+            }
+        }
+        string_bytes(&self.unescaped, self.out);
+        self.at = at + 1;
+        Some(())
+    }
+
+    fn hex4(&self, at: usize) -> Option<u16> {
+        let digits = std::str::from_utf8(self.text.get(at..at + 4)?).ok()?;
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then(|| u16::from_str_radix(digits, 16).ok())?
+    }
+
+    /// Plain non-negative integers are read here; every other number by serde_json's own parser,
+    /// so that what a number becomes (`u64`, negative `i64` or `f64`, rounding) is serde_json's.
+    fn number(&mut self) -> Option<()> {
+        let start = self.at;
+        let mut end = start;
+        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.text.get(end) {
+            end += 1;
+        }
+        let token = &self.text[start..end];
+        self.at = end;
+        let plain = token.len() <= 19
+            && token.iter().all(u8::is_ascii_digit)
+            && (token[0] != b'0' || token.len() == 1);
+        if plain {
+            let value = token
+                .iter()
+                .fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+            self.out.push(POSITIVE);
+            varint(value, self.out);
+            return Some(());
+        }
+        // The token is ASCII: UTF-8.
+        let number: serde_json::Number = std::str::from_utf8(token).ok()?.parse().ok()?;
+        pack_number(&number, self.out);
+        Some(())
     }
 }
 
@@ -194,32 +473,43 @@ impl Transcode<'_> {
         }
     }
 
-    /// Writes a container's tag and room for its length and count; returns where its length goes.
     fn open(&mut self, tag: u8) -> usize {
-        self.out.push(tag);
-        let length_at = self.out.len();
-        self.out.extend_from_slice(&[0; 4 + COUNT_SLOT]);
-        length_at
+        open_container(self.out, tag)
     }
 
-    /// Writes the count and length of the container opened at `length_at`.
     fn close<E: de::Error>(&mut self, length_at: usize, count: usize) -> Result<(), E> {
-        let count_at = length_at + 4;
-        let items_at = count_at + COUNT_SLOT;
-        let mut count_bytes = [0u8; 10];
-        let count_len = varint_into(count as u64, &mut count_bytes);
-        if count_len > COUNT_SLOT {
-            let items_end = self.out.len();
-            let grow = count_len - COUNT_SLOT;
-            self.out.resize(items_end + grow, 0);
-            self.out.copy_within(items_at..items_end, items_at + grow);
-        }
-        self.out[count_at..count_at + count_len].copy_from_slice(&count_bytes[..count_len]);
-        let length =
-            u32::try_from(self.out.len() - count_at).map_err(|_| E::custom("value over 4 GiB"))?;
-        self.out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
-        Ok(())
+        close_container(self.out, length_at, count).map_err(|_| E::custom("value over 4 GiB"))
     }
+}
+
+/// Writes a container's tag and room for its length and count; returns where its length goes.
+fn open_container(out: &mut Vec<u8>, tag: u8) -> usize {
+    out.push(tag);
+    let length_at = out.len();
+    out.extend_from_slice(&[0; 4 + COUNT_SLOT]);
+    length_at
+}
+
+/// Writes the count and length of the container opened at `length_at`; fails past 4 GiB.
+fn close_container(
+    out: &mut Vec<u8>,
+    length_at: usize,
+    count: usize,
+) -> Result<(), std::num::TryFromIntError> {
+    let count_at = length_at + 4;
+    let items_at = count_at + COUNT_SLOT;
+    let mut count_bytes = [0u8; 10];
+    let count_len = varint_into(count as u64, &mut count_bytes);
+    if count_len > COUNT_SLOT {
+        let items_end = out.len();
+        let grow = count_len - COUNT_SLOT;
+        out.resize(items_end + grow, 0);
+        out.copy_within(items_at..items_end, items_at + grow);
+    }
+    out[count_at..count_at + count_len].copy_from_slice(&count_bytes[..count_len]);
+    let length = u32::try_from(out.len() - count_at)?;
+    out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
+    Ok(())
 }
 
 impl<'de> DeserializeSeed<'de> for Transcode<'_> {
@@ -719,6 +1009,117 @@ mod tests {
                 prop_assert_eq!(flags.has_null, has_null(&reparsed));
             }
         }
+    }
+
+    /// `value` as JSON text with every string character outside printable ASCII, and every
+    /// `/`, escaped as `\uXXXX` (surrogate pairs above the BMP) and every `e` as `\u0065`: the
+    /// escapes serde_json never writes.
+    fn escaped_json(value: &Value) -> String {
+        fn escaped(text: &str) -> String {
+            let mut out = String::from("\"");
+            for character in text.chars() {
+                match character {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '/' => out.push_str("\\/"),
+                    ' '..='~' if character != 'e' => out.push(character),
+                    _ => {
+                        let mut units = [0u16; 2];
+                        for unit in character.encode_utf16(&mut units) {
+                            out.push_str(&format!("\\u{unit:04X}"));
+                        }
+                    }
+                }
+            }
+            out.push('"');
+            out
+        }
+        match value {
+            Value::String(text) => escaped(text),
+            Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(escaped_json).collect();
+                format!("[{}]", items.join(","))
+            }
+            Value::Object(fields) => {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|(key, item)| format!("{}: {}", escaped(key), escaped_json(item)))
+                    .collect();
+                format!("{{ {} }}", fields.join(" ,\n"))
+            }
+            other => other.to_string(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_text_transcoder_reads_escapes_as_serde_json_does(value in arbitrary_json()) {
+            let text = escaped_json(&value);
+            let mut out = Vec::new();
+            let flags = TextTranscoder::transcode(&text, &mut out);
+            prop_assert!(flags.is_some(), "{}", text);
+            let reparsed: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&reparsed, &value);
+            if !flags.unwrap().has_duplicate_key {
+                prop_assert_eq!(out, to_packed(&value));
+            }
+        }
+
+        /// On any text, the text transcoder gives up or gives what serde_json's visitor gives:
+        /// it never takes text serde_json rejects.
+        #[test]
+        fn the_text_transcoder_agrees_with_serde_json_or_gives_up(
+            text in "[\\[\\]{}\",: 0-9.eE+\\-\\\\/ubfnrtlsaD8C\u{e9}\u{1F600}\n\u{1}]{0,24}"
+        ) {
+            let mut fast = Vec::new();
+            let mut slow = Vec::new();
+            let by_serde = transcode_from(serde_json::Deserializer::from_str(&text), &mut slow);
+            if let Some(flags) = TextTranscoder::transcode(&text, &mut fast) {
+                prop_assert_eq!(Ok(flags), by_serde.map_err(|e| e.to_string()));
+                prop_assert_eq!(fast, slow);
+            }
+        }
+    }
+
+    #[test]
+    fn the_text_transcoder_reads_what_serde_json_reads_and_gives_up_on_the_rest() {
+        let agree = [
+            r#"{"a": "\u00e9\ud83d\ude00\/\b\f\n\r\t\"\\", "b": [0, -0, 1.5e3, -7, 18446744073709551615, 18446744073709551616, 12345678901234567890, 1E2, -0.0]}"#,
+            " [ true , false , null , { } , [ ] , \"\" ] ",
+        ];
+        for text in agree {
+            let mut fast = Vec::new();
+            let mut slow = Vec::new();
+            let fast_flags = TextTranscoder::transcode(text, &mut fast).expect(text);
+            let slow_flags =
+                transcode_from(serde_json::Deserializer::from_str(text), &mut slow).expect(text);
+            assert_eq!((fast_flags, &fast), (slow_flags, &slow), "{text}");
+        }
+        let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
+        let give_up = [
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\ud83d\u0041""#,
+            r#""\x""#,
+            "\"a\u{1}\"",
+            "01",
+            "1.",
+            "-",
+            "1e400",
+            "[1,]",
+            "{\"a\" 1}",
+            "tru",
+            "{} {}",
+            deep.as_str(),
+        ];
+        for text in give_up {
+            let mut out = Vec::new();
+            assert_eq!(TextTranscoder::transcode(text, &mut out), None, "{text}");
+        }
+        // Deep nesting that serde_json takes is still transcoded (by serde_json).
+        let mut out = Vec::new();
+        transcode_json(deep.as_bytes(), &mut out).unwrap();
+        assert_eq!(out, to_packed(&serde_json::from_str(&deep).unwrap()));
     }
 
     fn has_null(value: &Value) -> bool {
