@@ -1211,16 +1211,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                 self.next_person += 1;
                 self.created += 1;
                 self.pending.insert(person_id, PendingPerson::new_person());
-                let header = &mut self.pending.get_mut(&person_id).expect("just added").header;
-                header.identities.extend(keys.iter().cloned());
-                if claimant.is_none() {
-                    for key in keys {
-                        self.tables
-                            .ids
-                            .insert(id_key(self.tenant_id, key).as_slice(), person_id)?;
-                    }
-                }
-                return Ok(person_id);
+                person_id
             }
             [only] => {
                 self.load(*only)?;
@@ -1250,12 +1241,13 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             .expect("target is loaded")
             .header;
         for (key, owner) in keys.iter().zip(owners) {
-            // Identities that belonged to an absorbed person were re-pointed by `absorb`; those
-            // of the target need writing back only if they were claimed.
+            // Claimed identities of a new person already point at it; identities that belonged
+            // to an absorbed person were re-pointed by `absorb`; those of the target need writing
+            // back only if they were claimed.
             let write = match owner {
                 None => {
                     header.identities.push(key.clone());
-                    true
+                    claimant != Some(target)
                 }
                 Some(owner) => claimant.is_some() && owner == target,
             };
