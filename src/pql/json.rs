@@ -198,9 +198,14 @@ fn enc(e: &Expr, depth: u32) -> Value {
                 };
                 params.push(enc(a, inner));
             }
+            let has_params = !params.is_empty();
             let mut node = fn_apply(name, params);
-            // Unknown functions carry their call style explicitly so the text form survives.
-            if functions::lookup(name).is_none() {
+            // Unknown functions, and known ones called in the other style (`exists()` without a
+            // receiver, which the checker rejects later), carry their call style explicitly so
+            // the text form survives.
+            if functions::lookup(name).is_none()
+                || is_method(name, has_params) != receiver.is_some()
+            {
                 node["method"] = Value::Bool(receiver.is_some());
             }
             node

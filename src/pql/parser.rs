@@ -339,6 +339,18 @@ impl<'s> Parser<'s> {
                 self.enter()?;
                 let (name, name_span) = self.expect_ident("a field or method name after `.`")?;
                 if self.peek() == &Tok::Sym("(") {
+                    // `a.and(b)` would be a call no function answers to, and its PQL/JSON form
+                    // (`fnName: "and"`) reads back as the operator: operators are not methods.
+                    if BinOp::from_symbol(&name).is_some() || name == "not" {
+                        return Err(PqlError::new(
+                            "unexpected_token",
+                            format!("`{name}` is an operator, not a method"),
+                            name_span,
+                            self.src,
+                        )
+                        .expected("a method name")
+                        .into());
+                    }
                     let args = self.parse_args()?;
                     let span = Span::new(e.span.start, self.prev_end());
                     e = Expr::new(
