@@ -149,13 +149,11 @@ pub struct TranscodeFlags {
 /// Why: batch ingestion packs every event, and building the `Value` (an allocation per string,
 /// array and object, hashed object keys) and freeing it cost more than parsing does.
 ///
-/// Text that is valid UTF-8 as a whole is read as `str`, so serde_json does not check every
-/// string again; other text is read as bytes, which locates the bad sequence in the error.
-///
-/// Text is first read by a lexer of its own, which costs less than serde_json's visitor interface
-/// (batch ingestion's event phase: ~10% less CPU); any text it does not plainly take (bad JSON, numbers it leaves
-/// to serde_json's parser failing, deep nesting) is read again by serde_json, which words the
-/// error.
+/// Text valid as UTF-8 is read by a lexer of its own, which costs less than serde_json's visitor
+/// interface (batch ingestion's event phase: ~10% less CPU). Text it does not plainly take (bad
+/// JSON, nesting past 100 levels, a number serde_json's parser refuses) is read again by
+/// serde_json, which transcodes it or words the error; so is text that is not UTF-8, read as
+/// bytes so that the error locates the bad sequence.
 pub fn transcode_json(json: &[u8], out: &mut Vec<u8>) -> Result<TranscodeFlags, serde_json::Error> {
     let start = out.len();
     match std::str::from_utf8(json) {
