@@ -477,7 +477,8 @@ fn prepare_event_text(
     }
     let body = packed_body.as_slice();
     // The row's top-level entries, read once: every checked path starts among them.
-    let top: Vec<(&[u8], &[u8])> = packed::fields(body)?.collect();
+    let mut top: Vec<(&[u8], &[u8])> = Vec::with_capacity(32);
+    top.extend(packed::fields(body)?);
     let packed_at = |path: &[&str]| -> Option<&[u8]> {
         let (first, rest) = path.split_first()?;
         let (_, start) = top.iter().find(|(name, _)| *name == first.as_bytes())?;

@@ -218,7 +218,9 @@ impl<'a> TextTranscoder<'a> {
             at: 0,
             out,
             flags: TranscodeFlags::default(),
-            keys: Vec::new(),
+            // Room for the keys of an event's objects, open at once: grown a few times, it cost
+            // more reallocations than a row has fields.
+            keys: Vec::with_capacity(32),
             unescaped: Vec::new(),
         };
         transcoder.value(0)?;
