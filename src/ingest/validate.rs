@@ -511,7 +511,7 @@ fn prepare_event_text(
     }
     Some(PreparedRow::packed_event(
         dataset_id,
-        &identities,
+        identities,
         id,
         timestamp_ms,
         body,

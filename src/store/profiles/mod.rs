@@ -1715,10 +1715,16 @@ fn meta_key(tenant_id: u32, tag: u8, suffix: &str) -> Vec<u8> {
     key
 }
 
-fn segment_live_key(segment: u32) -> Vec<u8> {
-    let mut key = meta_key(GLOBAL, TAG_SEGMENT_LIVE, "");
-    key.extend_from_slice(&u64::from(segment).to_be_bytes());
+/// The key of a counter kept per `index` (a partition, a segment) under `tag`: the prefix
+/// [`indexed_counters`] reads back, then the index in big-endian.
+fn indexed_counter_key(tenant_id: u32, tag: u8, index: u64) -> Vec<u8> {
+    let mut key = meta_key(tenant_id, tag, "");
+    key.extend_from_slice(&index.to_be_bytes());
     key
+}
+
+fn segment_live_key(segment: u32) -> Vec<u8> {
+    indexed_counter_key(GLOBAL, TAG_SEGMENT_LIVE, u64::from(segment))
 }
 
 /// The live bytes of every segment file that has a count.
@@ -1758,9 +1764,7 @@ fn indexed_counters(
 }
 
 fn partition_version_key(tenant_id: u32, partition: u64) -> Vec<u8> {
-    let mut key = meta_key(tenant_id, TAG_PARTITION_VERSION, "");
-    key.extend_from_slice(&partition.to_be_bytes());
-    key
+    indexed_counter_key(tenant_id, TAG_PARTITION_VERSION, partition)
 }
 
 #[cfg(test)]

@@ -303,12 +303,8 @@ impl<'a> TextTranscoder<'a> {
                 (self.text.get(self.at) == Some(&b'"')).then_some(())?;
                 let key_at = self.out.len();
                 self.string()?;
-                let key = key_at..self.out.len();
-                let repeated = self.keys[first_key..]
-                    .iter()
-                    .any(|known| self.out[known.clone()] == self.out[key.clone()]);
-                self.flags.has_duplicate_key |= repeated;
-                self.keys.push(key);
+                self.flags.has_duplicate_key |=
+                    note_key(self.out, &mut self.keys, first_key, key_at);
                 self.eat(b':').then_some(())?;
                 self.value(depth)?;
                 count += 1;
@@ -482,6 +478,23 @@ impl Transcode<'_> {
     }
 }
 
+/// Notes the key just written to `out` from `start` among the keys of the object being
+/// transcoded (`keys[first_key..]`, ranges in `out`); tells whether the object had it already.
+fn note_key(
+    out: &[u8],
+    keys: &mut Vec<std::ops::Range<usize>>,
+    first_key: usize,
+    start: usize,
+) -> bool {
+    let key = start..out.len();
+    // Objects are small, so a linear look through this object's keys is cheap.
+    let repeated = keys[first_key..]
+        .iter()
+        .any(|known| out[known.clone()] == out[key.clone()]);
+    keys.push(key);
+    repeated
+}
+
 /// Writes a container's tag and room for its length and count; returns where its length goes.
 fn open_container(out: &mut Vec<u8>, tag: u8) -> usize {
     out.push(tag);
@@ -622,13 +635,7 @@ impl<'de> Visitor<'de> for Key<'_> {
         let Transcode { out, flags, keys } = self.transcode;
         let start = out.len();
         string(key, out);
-        // Objects are small, so a linear look through this object's keys is cheap.
-        let range = start..out.len();
-        let repeated = keys[self.first_key..]
-            .iter()
-            .any(|known| out[known.clone()] == out[range.clone()]);
-        flags.has_duplicate_key |= repeated;
-        keys.push(range);
+        flags.has_duplicate_key |= note_key(out, keys, self.first_key, start);
         Ok(())
     }
 }

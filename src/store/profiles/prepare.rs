@@ -103,7 +103,7 @@ impl PreparedRow {
                     .transpose()?;
                 let body = serde_json::to_string(row).map_err(|error| error.to_string())?;
                 Ok(Self::with_identities(
-                    &IdentityKeys::new(&identities),
+                    IdentityKeys::new(&identities),
                     PreparedContent::Record { effective_ts, body },
                 ))
             }
@@ -118,7 +118,7 @@ impl PreparedRow {
                     .ok_or_else(|| "event has no valid timestamp".to_owned())?;
                 Ok(Self::event(
                     dataset_id,
-                    &IdentityKeys::new(&identities),
+                    IdentityKeys::new(&identities),
                     id,
                     timestamp_ms,
                     0,
@@ -132,7 +132,7 @@ impl PreparedRow {
     /// its identities (as [`identity::row_identities`] gives them), `_id` and timestamp.
     pub fn packed_event(
         dataset_id: &str,
-        identities: &IdentityKeys,
+        identities: IdentityKeys,
         id: &str,
         timestamp_ms: i64,
         packed_body: &[u8],
@@ -151,7 +151,7 @@ impl PreparedRow {
     /// rather than grown, and copied, as it is written.
     fn event(
         dataset_id: &str,
-        identities: &IdentityKeys,
+        identities: IdentityKeys,
         id: &str,
         timestamp_ms: i64,
         body_bytes: usize,
@@ -183,9 +183,9 @@ impl PreparedRow {
         row
     }
 
-    fn with_identities(identities: &IdentityKeys, content: PreparedContent) -> Self {
+    fn with_identities(identities: IdentityKeys, content: PreparedContent) -> Self {
         Self {
-            identities: identities.clone(),
+            identities,
             content,
         }
     }
