@@ -44,12 +44,12 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `profile_tenants` | `org \n sandbox` | tenant id `u32` |
-//! | `profile_ids` | tenant · `namespace \0 id` | person id `u64` (the graph: identity → component) |
 //! | `profile_persons` | tenant · person `u64` · seq `u32` | seq 0: person header (identities, record fragments); seq 1..: event chunks, or pointers to chunks in segment files |
 //! | `profile_meta` | tenant · tag [· dataset, partition or segment] | counters: next person id, person count, rows per dataset, batch sequence, last write per partition, the segment log's end, live bytes per segment |
 //!
 //! The event chunks of large flushes (bulk loads) live in append-only segment files in
-//! [`SEGMENTS_DIR`] beside the database (`store/profiles/segments.rs`).
+//! [`SEGMENTS_DIR`] beside the database (`store/profiles/segments.rs`), and the identity graph's
+//! index in memory with its log in [`IDENTITY_INDEX_FILE`] (`store/profiles/identity_index.rs`).
 //!
 //! A person is a connected component of the identity graph. Its header and
 //! event chunks are adjacent keys, so a full pass is one range read of
@@ -61,8 +61,8 @@
 //!
 //! # Identity graph
 //!
-//! `profile_ids` maps each identity straight to its person, so a lookup is one
-//! B-tree read, with no union-find chains to follow. When a row links identities
+//! The identity index maps each identity straight to its person, so a lookup is one
+//! hash probe, with no union-find chains to follow. When a row links identities
 //! of two or more persons, the lighter persons (fewer identities, fragments and
 //! events) are folded into the heaviest: their identities are re-pointed, their
 //! fragments join its header and their event chunks are re-keyed under it.
@@ -78,6 +78,7 @@
 
 mod codec;
 pub mod identity;
+mod identity_index;
 pub mod merge;
 pub mod packed;
 mod prepare;
@@ -87,13 +88,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle};
 use serde_json::Value;
 
 use crate::clock::{Clock, SystemClock};
 use crate::tenant::Tenant;
 use codec::{Fragment, PersonHeader};
 pub use identity::Identity;
+pub use identity_index::INDEX_FILE as IDENTITY_INDEX_FILE;
+use identity_index::{IdentityHash, IdentityIndex, IndexWrite};
 pub use merge::{
     AttributeMerge, IdentityGraph, MergePolicy, MergedProfile, NamespaceSets, ProfileEvent,
 };
@@ -133,7 +136,9 @@ const SEGMENT_MIN_BYTES: usize = 1 << 20;
 pub const PARTITION_PERSONS: u64 = 8192;
 
 const TENANTS: TableDefinition<&str, u32> = TableDefinition::new("profile_tenants");
-const IDS: TableDefinition<&[u8], u64> = TableDefinition::new("profile_ids");
+/// Where stores written before the identity index kept the graph (tenant · `namespace \0 id` →
+/// person id); moved into the index when such a store is opened.
+const LEGACY_IDS: TableDefinition<&[u8], u64> = TableDefinition::new("profile_ids");
 const PERSONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("profile_persons");
 const META: TableDefinition<&[u8], u64> = TableDefinition::new("profile_meta");
 
@@ -150,6 +155,8 @@ const TAG_SEGMENT_ID: u8 = 7;
 const TAG_SEGMENT_END: u8 = 8;
 /// Per segment file: the bytes of its chunks that some person's value still points at (tenant 0).
 const TAG_SEGMENT_LIVE: u8 = 9;
+/// The end of the identity index's log written by committed writes (tenant 0).
+const TAG_IDENTITY_LOG_END: u8 = 10;
 const GLOBAL: u32 = 0;
 
 /// A reclaim copies live chunks to the active segment in appends of about this many bytes.
@@ -176,6 +183,9 @@ pub enum ProfileStoreError {
     /// A segment file of event chunks could not be read or written.
     #[error("event segment file error: {0}")]
     Segment(#[from] std::io::Error),
+    /// The identity index's log could not be read or written.
+    #[error("identity index log error: {0}")]
+    IdentityLog(std::io::Error),
     /// A stored or given JSON document could not be (de)serialised.
     #[error("profile json error: {0}")]
     Json(#[from] serde_json::Error),
@@ -236,6 +246,8 @@ pub struct ProfileStore {
     db: Database,
     /// The event chunks of large writes ([`segments`]).
     segments: Arc<SegmentLog>,
+    /// The identity graph: identity → person ([`identity_index`]).
+    identities: IdentityIndex,
     /// Gives the system ingest timestamp of record fragments (§9.4).
     clock: Arc<dyn Clock>,
     /// [`FLUSH_BYTES`], smaller in tests so that the flush path runs.
@@ -266,10 +278,16 @@ impl ProfileStore {
             .create(dir.join(DB_FILE))?;
         let txn = db.begin_write()?;
         txn.open_table(TENANTS)?;
-        txn.open_table(IDS)?;
         txn.open_table(PERSONS)?;
-        txn.open_table(META)?;
-        txn.commit()?;
+        let identity_log_end = txn
+            .open_table(META)?
+            .get(meta_key(GLOBAL, TAG_IDENTITY_LOG_END, "").as_slice())?
+            .map_or(0, |v| v.value());
+        let identities =
+            IdentityIndex::open(dir, identity_log_end).map_err(ProfileStoreError::IdentityLog)?;
+        let mut index_write = identities.begin();
+        move_legacy_identities(&txn, &mut index_write)?;
+        index_write.commit(|| txn.commit())?;
         // Every tenant counts as changed at opening: another process (`segmentd ingest`) or the
         // writes before a crash may have left derived copies stale.
         let mut changed = HashMap::new();
@@ -298,6 +316,7 @@ impl ProfileStore {
         Ok(Self {
             db,
             segments,
+            identities,
             clock: Arc::new(SystemClock),
             flush_bytes: FLUSH_BYTES,
             partition_persons: PARTITION_PERSONS,
@@ -384,6 +403,7 @@ impl ProfileStore {
         // Taken before the transaction, as by every write, and held until it commits or fails:
         // appends that do not commit are cut off when `log_write` drops.
         let mut log_write = self.segments.begin();
+        let mut index_write = self.identities.begin();
         let txn = self.db.begin_write()?;
         let report = {
             let mut tables = Tables::open(&txn)?;
@@ -392,6 +412,7 @@ impl ProfileStore {
             let mut writer = BatchWriter::new(
                 &mut tables,
                 &mut log_write,
+                &mut index_write,
                 tenant_id,
                 batch_seq,
                 self.flush_bytes,
@@ -419,7 +440,7 @@ impl ProfileStore {
                 batch_seq: batch_seq as u64,
             }
         };
-        txn.commit()?;
+        index_write.commit(|| txn.commit())?;
         log_write.committed();
         if report.rows > 0 {
             self.note_change(tenant);
@@ -583,18 +604,18 @@ impl ProfileStore {
         id: &str,
         policy: &MergePolicy,
     ) -> Result<Option<MergedProfile>, ProfileStoreError> {
+        // The index and the snapshot are taken together: a write commits the database and
+        // changes the index while no reader holds it.
+        let index = self.identities.read();
         let txn = self.db.begin_read()?;
         let Some(tenant_id) = lookup_tenant(&txn, tenant)? else {
             return Ok(None);
         };
         let requested = identity::identity_key(namespace, id);
-        let ids = txn.open_table(IDS)?;
-        let Some(person_id) = ids
-            .get(id_key(tenant_id, &requested).as_slice())?
-            .map(|v| v.value())
-        else {
+        let Some(person_id) = index.get(IdentityHash::of(tenant_id, &requested)) else {
             return Ok(None);
         };
+        drop(index);
         let persons = txn.open_table(PERSONS)?;
         let Some(header) = persons.get(person_key(tenant_id, person_id, 0).as_slice())? else {
             return Err(ProfileStoreError::Corrupt(format!(
@@ -734,6 +755,7 @@ impl ProfileStore {
         namespace: &str,
         id: &str,
     ) -> Result<bool, ProfileStoreError> {
+        let mut index_write = self.identities.begin();
         let txn = self.db.begin_write()?;
         let deleted = {
             let mut tables = Tables::open(&txn)?;
@@ -741,16 +763,12 @@ impl ProfileStore {
                 return Ok(false);
             };
             let key = identity::identity_key(namespace, id);
-            let Some(person_id) = tables
-                .ids
-                .get(id_key(tenant_id, &key).as_slice())?
-                .map(|v| v.value())
-            else {
+            let Some(person_id) = index_write.get(IdentityHash::of(tenant_id, &key)) else {
                 return Ok(false);
             };
             let header = tables.read_header(tenant_id, person_id)?;
             for identity in &header.identities {
-                tables.ids.remove(id_key(tenant_id, identity).as_slice())?;
+                index_write.remove(IdentityHash::of(tenant_id, identity));
             }
             let last_seq = tables.last_chunk_seq(tenant_id, person_id)?;
             for seq in 0..=last_seq {
@@ -763,9 +781,10 @@ impl ProfileStore {
                 person_id / self.partition_persons,
                 write_seq as u64,
             )?;
+            tables.record_identity_end(&mut index_write)?;
             true
         };
-        txn.commit()?;
+        index_write.commit(|| txn.commit())?;
         if deleted {
             self.note_change(tenant);
         }
@@ -895,10 +914,39 @@ where
     Ok(stats)
 }
 
+/// Moves the graph of a store written before the identity index (table `profile_ids`) into the
+/// index, and deletes the table, within `txn`; syncs the index write and records its end.
+///
+/// Why: the index replaced the table; a data directory of an earlier version keeps its graph.
+fn move_legacy_identities(
+    txn: &redb::WriteTransaction,
+    index_write: &mut IndexWrite<'_>,
+) -> Result<(), ProfileStoreError> {
+    let legacy = txn
+        .list_tables()?
+        .any(|table| table.name() == LEGACY_IDS.name());
+    if legacy {
+        for entry in txn.open_table(LEGACY_IDS)?.iter()? {
+            let (key, person) = entry?;
+            let key = key.value();
+            let corrupt = || ProfileStoreError::Corrupt("an identity key of profile_ids".into());
+            let tenant_id = u32::from_be_bytes(
+                key.get(..4)
+                    .ok_or_else(corrupt)?
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            let identity = std::str::from_utf8(&key[4..]).map_err(|_| corrupt())?;
+            index_write.set(IdentityHash::of(tenant_id, identity), person.value());
+        }
+        txn.delete_table(LEGACY_IDS)?;
+    }
+    Tables::open(txn)?.record_identity_end(index_write)
+}
+
 /// The open tables of one write transaction.
 struct Tables<'txn> {
     tenants: Table<'txn, &'static str, u32>,
-    ids: Table<'txn, &'static [u8], u64>,
     persons: Table<'txn, &'static [u8], &'static [u8]>,
     meta: Table<'txn, &'static [u8], u64>,
 }
@@ -907,7 +955,6 @@ impl<'txn> Tables<'txn> {
     fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, ProfileStoreError> {
         Ok(Self {
             tenants: txn.open_table(TENANTS)?,
-            ids: txn.open_table(IDS)?,
             persons: txn.open_table(PERSONS)?,
             meta: txn.open_table(META)?,
         })
@@ -987,6 +1034,18 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    /// Makes an identity index write durable and records the index log's new end, to commit with
+    /// the write.
+    fn record_identity_end(
+        &mut self,
+        index_write: &mut IndexWrite<'_>,
+    ) -> Result<(), ProfileStoreError> {
+        let end = index_write.sync().map_err(ProfileStoreError::IdentityLog)?;
+        self.meta
+            .insert(meta_key(GLOBAL, TAG_IDENTITY_LOG_END, "").as_slice(), end)?;
+        Ok(())
+    }
+
     /// Records that write `write_seq` changed persons of `partition`.
     fn mark_partition(
         &mut self,
@@ -1058,6 +1117,8 @@ struct BatchWriter<'a, 'txn, 'log> {
     tables: &'a mut Tables<'txn>,
     /// Where large flushes append their event chunks.
     segments: &'a mut LogWrite<'log>,
+    /// The identity graph's changes of this write.
+    identities: &'a mut IndexWrite<'log>,
     /// [`SEGMENT_MIN_BYTES`].
     segment_min_bytes: usize,
     tenant_id: u32,
@@ -1074,9 +1135,6 @@ struct BatchWriter<'a, 'txn, 'log> {
     partition_persons: u64,
     /// The identities of the last linked row and the person they belong to.
     last_link: Option<(IdentityKeys, u64)>,
-    /// Whether the last row looked up in the graph made a new person: the next row's keys are
-    /// then claimed before they are looked up ([`BatchWriter::link_looked_up`]).
-    claim_keys: bool,
     /// Where flushes seal their values, one per sealing thread.
     seal_buffers: Vec<SealBuffer>,
 }
@@ -1085,6 +1143,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     fn new(
         tables: &'a mut Tables<'txn>,
         segments: &'a mut LogWrite<'log>,
+        identities: &'a mut IndexWrite<'log>,
         tenant_id: u32,
         batch_seq: i64,
         flush_bytes: usize,
@@ -1096,6 +1155,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         Ok(Self {
             tables,
             segments,
+            identities,
             segment_min_bytes: SEGMENT_MIN_BYTES,
             tenant_id,
             batch_seq: batch_seq as u64,
@@ -1107,7 +1167,6 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             merged: 0,
             touched_partitions: BTreeSet::new(),
             last_link: None,
-            claim_keys: false,
             partition_persons: PARTITION_PERSONS,
             seal_buffers: Vec::new(),
         })
@@ -1179,32 +1238,18 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     }
 
     /// Finds the persons that own `keys` and makes every key point at the one they merge into.
-    ///
-    /// While rows keep making new persons (a bulk load of new people), the keys are claimed for
-    /// the next new person straight away: an insert returns the owner it replaced, so a new
-    /// person's identity costs one B-tree descent instead of a lookup and then an insert. A
-    /// claimed key that turns out to be owned is pointed at the surviving person below.
     fn link_looked_up(&mut self, keys: &[String]) -> Result<u64, ProfileStoreError> {
-        let claimant = self.claim_keys.then_some(self.next_person);
-        let mut owners: Vec<Option<u64>> = Vec::with_capacity(keys.len());
-        for key in keys {
-            let key = id_key(self.tenant_id, key);
-            let owner = match claimant {
-                Some(claimant) => self
-                    .tables
-                    .ids
-                    .insert(key.as_slice(), claimant)?
-                    .map(|v| v.value())
-                    // A key the row names twice: its second insert finds the first.
-                    .filter(|&owner| owner != claimant),
-                None => self.tables.ids.get(key.as_slice())?.map(|v| v.value()),
-            };
-            owners.push(owner);
-        }
+        let hashes: Vec<IdentityHash> = keys
+            .iter()
+            .map(|key| IdentityHash::of(self.tenant_id, key))
+            .collect();
+        let owners: Vec<Option<u64>> = hashes
+            .iter()
+            .map(|&hash| self.identities.get(hash))
+            .collect();
         let mut persons: Vec<u64> = owners.iter().flatten().copied().collect();
         persons.sort_unstable();
         persons.dedup();
-        self.claim_keys = persons.is_empty();
         let target = match persons.as_slice() {
             [] => {
                 let person_id = self.next_person;
@@ -1240,21 +1285,12 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             .get_mut(&target)
             .expect("target is loaded")
             .header;
-        for (key, owner) in keys.iter().zip(owners) {
-            // Claimed identities of a new person already point at it; identities that belonged
-            // to an absorbed person were re-pointed by `absorb`; those of the target need writing
-            // back only if they were claimed.
-            let write = match owner {
-                None => {
-                    header.identities.push(key.clone());
-                    claimant != Some(target)
-                }
-                Some(owner) => claimant.is_some() && owner == target,
-            };
-            if write {
-                self.tables
-                    .ids
-                    .insert(id_key(self.tenant_id, key).as_slice(), target)?;
+        for ((key, hash), owner) in keys.iter().zip(hashes).zip(owners) {
+            // Identities of an absorbed person were re-pointed by `absorb`. A key the row names
+            // twice is new only the first time.
+            if owner.is_none() && self.identities.get(hash).is_none() {
+                self.identities.set(hash, target);
+                header.identities.push(key.clone());
             }
         }
         Ok(target)
@@ -1301,9 +1337,8 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         let source_person = self.pending.remove(&source).expect("source is loaded");
         let mut target_person = self.pending.remove(&target).expect("target is loaded");
         for key in &source_person.header.identities {
-            self.tables
-                .ids
-                .insert(id_key(self.tenant_id, key).as_slice(), target)?;
+            self.identities
+                .set(IdentityHash::of(self.tenant_id, key), target);
         }
         target_person
             .header
@@ -1435,6 +1470,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     fn finish(&mut self) -> Result<(), ProfileStoreError> {
         self.write_pending()?;
         self.tables.record_log_end(self.segments)?;
+        self.tables.record_identity_end(self.identities)?;
         let tenant_id = self.tenant_id;
         self.tables.meta.insert(
             meta_key(tenant_id, TAG_NEXT_PERSON, "").as_slice(),
@@ -1673,13 +1709,6 @@ fn lookup_tenant_in(
     Ok(tenants
         .get(tenant_name(tenant).as_str())?
         .map(|v| v.value()))
-}
-
-fn id_key(tenant_id: u32, identity_key: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(4 + identity_key.len());
-    key.extend_from_slice(&tenant_id.to_be_bytes());
-    key.extend_from_slice(identity_key.as_bytes());
-    key
 }
 
 fn person_key(tenant_id: u32, person_id: u64, seq: u32) -> [u8; 16] {

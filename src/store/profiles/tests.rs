@@ -126,12 +126,11 @@ fn a_record_linking_two_people_merges_them() {
     assert_eq!(profiles[0], merged);
 }
 
-/// Rows after a new person claim their identities before looking them up
-/// ([`BatchWriter::link_looked_up`]): a claimed identity that already had an owner must end up
-/// with the person it merges into, not with the would-be new person (whose id the next new
-/// person then takes).
+/// Within one batch, rows that make new persons, join them, link two of them and repeat a key
+/// ([`BatchWriter::link_looked_up`], whose changes the index sees only at commit): every identity
+/// ends with the person it belongs to, and a person id is never given twice.
 #[test]
-fn identities_claimed_for_a_new_person_end_with_the_person_they_join() {
+fn identities_of_one_batch_end_with_the_person_they_join() {
     let (_dir, store) = open();
     let t = tenant();
     let crm = |ids: Value, city: &str| record(ids, json!({"homeAddress": {"city": city}}));
@@ -141,20 +140,19 @@ fn identities_claimed_for_a_new_person_end_with_the_person_they_join() {
             "crm",
             RecordKind::Profile,
             vec![
-                // A new person; the rows after it claim their keys.
+                // A new person.
                 crm(json!({"CRMID": [{"id": "c-1", "primary": true}], "Email": [{"id": "a@x.com"}]}), "one"),
-                // Claimed and new.
+                // New.
                 crm(json!({"CRMID": [{"id": "c-2", "primary": true}]}), "two"),
-                // Claimed; the e-mail belongs to c-1's person, which this row joins.
+                // The e-mail belongs to c-1's person, which this row joins.
                 crm(json!({"CRMID": [{"id": "c-3", "primary": true}], "Email": [{"id": "a@x.com"}]}), "three"),
-                // Looked up (the last row joined a person), new: takes the id the row above
-                // claimed its keys for.
+                // New.
                 crm(json!({"CRMID": [{"id": "c-4", "primary": true}]}), "four"),
-                // Claimed; links c-1's and c-2's persons.
+                // Links c-1's and c-2's persons.
                 crm(json!({"CRMID": [{"id": "c-2", "primary": true}], "Email": [{"id": "a@x.com"}]}), "five"),
-                // Looked up, new.
+                // New.
                 crm(json!({"CRMID": [{"id": "c-5", "primary": true}]}), "six"),
-                // Claimed; the same key twice and one of c-4's.
+                // The same key twice and one of c-4's.
                 crm(json!({"CRMID": [{"id": "c-4", "primary": true}], "Phone": [{"id": "1"}, {"id": "1"}]}), "seven"),
             ],
         )
@@ -974,4 +972,93 @@ fn dead_segment_space_is_reclaimed_without_changing_what_is_read() {
         .apply_batch(&t, "web", RecordKind::Event, events_of(12, 1, 1_000))
         .unwrap();
     assert_eq!(all_profiles(&store, &policy).len(), 12);
+}
+
+/// A data directory of a version that kept the graph in redb's `profile_ids` table opens with
+/// the same graph: the table moves into the identity index and is deleted.
+#[test]
+fn a_store_with_the_legacy_identity_table_keeps_its_graph() {
+    let (dir, store) = open();
+    let t = tenant();
+    store
+        .apply_batch(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            vec![
+                record(
+                    json!({"CRMID": [{"id": "c-1", "primary": true}], "Email": [{"id": "a@x.com"}]}),
+                    json!({"person": {"gender": "female"}}),
+                ),
+                record(json!({"CRMID": [{"id": "c-2", "primary": true}]}), json!({})),
+            ],
+        )
+        .unwrap();
+    let policy = MergePolicy::default();
+    let before = all_profiles(&store, &policy);
+    drop(store);
+
+    // Rewrite the directory as the earlier version left it: the graph in `profile_ids`, no
+    // index log.
+    {
+        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let tenant_id = lookup_tenant_in(&txn.open_table(TENANTS).unwrap(), &t)
+                .unwrap()
+                .unwrap();
+            let mut legacy = txn.open_table(LEGACY_IDS).unwrap();
+            for profile in &before {
+                for identity in &profile.identities {
+                    let mut key = tenant_id.to_be_bytes().to_vec();
+                    key.extend_from_slice(identity.key().as_bytes());
+                    legacy.insert(key.as_slice(), profile.person_id).unwrap();
+                }
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(meta_key(GLOBAL, TAG_IDENTITY_LOG_END, "").as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    std::fs::remove_file(dir.path().join(IDENTITY_INDEX_FILE)).unwrap();
+
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert_eq!(all_profiles(&store, &policy), before);
+    let first = store
+        .lookup(&t, "Email", "a@x.com", &policy)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.attributes["person"]["gender"], "female");
+    assert!(store.lookup(&t, "CRMID", "c-2", &policy).unwrap().is_some());
+    // New rows link into the moved graph.
+    store
+        .apply_batch(
+            &t,
+            "web",
+            RecordKind::Event,
+            vec![event(
+                json!({"Email": [{"id": "a@x.com", "primary": true}]}),
+                "e1",
+                "2024-06-01T00:00:00Z",
+            )],
+        )
+        .unwrap();
+    assert_eq!(store.profile_count(&t).unwrap(), 2);
+    drop(store);
+    let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(matches!(
+        txn.open_table(LEGACY_IDS),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+    drop(txn);
+    drop(db);
+    let store = ProfileStore::open(dir.path()).unwrap();
+    let first = store.lookup(&t, "CRMID", "c-1", &policy).unwrap().unwrap();
+    assert_eq!(
+        first.events.len(),
+        1,
+        "the event joined the moved identity's person"
+    );
 }
