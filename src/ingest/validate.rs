@@ -307,13 +307,16 @@ const TYPED_FIELDS: &[(&[&str], Expect)] = &[
 ];
 
 /// Typed fields by the first name of their path: the rest of the path and the expected type.
-type TypedFieldsByName = HashMap<&'static [u8], Vec<(&'static [&'static str], Expect)>>;
+/// Hashed with aHash: every top-level entry of every event is looked up here, and std's SipHash
+/// made that 8% of a worker's time over a 1M load.
+type TypedFieldsByName =
+    HashMap<&'static [u8], Vec<(&'static [&'static str], Expect)>, ahash::RandomState>;
 
 /// [`TYPED_FIELDS`] by the name their path starts with, each with the rest of its path; without
 /// the timestamp, which [`prepare_event_text`] reads (with the same rule) before.
 static TYPED_FIELDS_BY_FIRST_NAME: std::sync::LazyLock<TypedFieldsByName> =
     std::sync::LazyLock::new(|| {
-        let mut by_first = TypedFieldsByName::new();
+        let mut by_first = TypedFieldsByName::default();
         for (path, expected) in TYPED_FIELDS {
             if let [first, rest @ ..] = path
                 && *path != ["timestamp"]
