@@ -1062,3 +1062,44 @@ fn a_store_with_the_legacy_identity_table_keeps_its_graph() {
         "the event joined the moved identity's person"
     );
 }
+
+/// A batch abandoned part-way links none of its identities, in memory or in the index's log; the
+/// next write and a reopened store know only the committed ones.
+#[test]
+fn an_abandoned_batch_links_no_identity() {
+    let (dir, store) = open();
+    let t = tenant();
+    let crm = |id: &str, email: &str| {
+        record(
+            json!({"CRMID": [{"id": id, "primary": true}], "Email": [{"id": email}]}),
+            json!({}),
+        )
+    };
+    store
+        .apply_batch(&t, "crm", RecordKind::Profile, vec![crm("c-1", "a@x.com")])
+        .unwrap();
+    let rows = vec![
+        Ok(PreparedRow::new(RecordKind::Profile, "crm", &crm("c-2", "b@x.com")).unwrap()),
+        Err(ProfileStoreError::Aborted(
+            "the file became unreadable".into(),
+        )),
+    ];
+    assert!(matches!(
+        store.apply_prepared(&t, "crm", rows),
+        Err(ProfileStoreError::Aborted(_))
+    ));
+    let policy = MergePolicy::default();
+    let known =
+        |store: &ProfileStore, id: &str| store.lookup(&t, "Email", id, &policy).unwrap().is_some();
+    assert!(!known(&store, "b@x.com"));
+    // b@x.com is new to this batch, not the person the abandoned one would have made.
+    let report = store
+        .apply_batch(&t, "crm", RecordKind::Profile, vec![crm("c-3", "b@x.com")])
+        .unwrap();
+    assert_eq!((report.persons_created, report.persons_merged), (1, 0));
+    drop(store);
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert!(known(&store, "a@x.com") && known(&store, "b@x.com"));
+    assert!(store.lookup(&t, "CRMID", "c-2", &policy).unwrap().is_none());
+    assert_eq!(store.profile_count(&t).unwrap(), 2);
+}
