@@ -153,7 +153,7 @@ impl IdentityIndex {
             file.set_len(committed)?;
             file.sync_all()?;
         }
-        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
+        let mut shards = new_shards();
         let mut reader = io::BufReader::with_capacity(1 << 20, &file);
         let mut entry = [0u8; ENTRY_BYTES];
         for _ in 0..committed / ENTRY_BYTES as u64 {
@@ -183,7 +183,7 @@ impl IdentityIndex {
         IndexWrite {
             index: self,
             log: self.log.lock().unwrap_or_else(PoisonError::into_inner),
-            changes: HashMap::default(),
+            changes: new_shards(),
             synced_end: None,
         }
     }
@@ -213,8 +213,10 @@ impl IndexRead<'_> {
 pub struct IndexWrite<'a> {
     index: &'a IdentityIndex,
     log: MutexGuard<'a, IndexLog>,
-    /// The final value of each identity this write changed; [`REMOVED`] for a removed one.
-    changes: HashMap<IdentityHash, u64, BuildHasherDefault<PassThrough>>,
+    /// The final value of each identity this write changed, [`REMOVED`] for a removed one; in
+    /// shards like the index's, so that a commit moves them over one shard at a time and a bulk
+    /// load's changes are never in memory twice.
+    changes: Vec<Shard>,
     /// The log's end after [`IndexWrite::sync`].
     synced_end: Option<u64>,
 }
@@ -222,7 +224,7 @@ pub struct IndexWrite<'a> {
 impl IndexWrite<'_> {
     /// The person the identity belongs to, with this write's changes.
     pub fn get(&self, hash: IdentityHash) -> Option<u64> {
-        match self.changes.get(&hash) {
+        match self.changes[hash.shard()].get(&hash) {
             Some(&REMOVED) => None,
             Some(&person) => Some(person),
             None => self.index.get(hash),
@@ -232,19 +234,19 @@ impl IndexWrite<'_> {
     /// Points the identity at `person`.
     pub fn set(&mut self, hash: IdentityHash, person: u64) {
         debug_assert_ne!(person, REMOVED, "person ids start at 1");
-        self.changes.insert(hash, person);
+        self.changes[hash.shard()].insert(hash, person);
     }
 
     /// Removes the identity.
     pub fn remove(&mut self, hash: IdentityHash) {
-        self.changes.insert(hash, REMOVED);
+        self.changes[hash.shard()].insert(hash, REMOVED);
     }
 
     /// Appends the changes to the log and makes them durable; returns the end to record with
     /// the write's commit.
     pub fn sync(&mut self) -> io::Result<u64> {
         let start = self.log.committed;
-        if self.changes.is_empty() {
+        if self.changes.iter().all(HashMap::is_empty) {
             self.synced_end = Some(start);
             return Ok(start);
         }
@@ -252,7 +254,7 @@ impl IndexWrite<'_> {
         let mut piece = Vec::with_capacity(WRITE_PIECE_BYTES);
         // From the committed end: what an abandoned write left there is overwritten.
         let mut end = start;
-        for (hash, &person) in &self.changes {
+        for (hash, &person) in self.changes.iter().flatten() {
             piece.extend_from_slice(&hash.0[0].to_le_bytes());
             piece.extend_from_slice(&hash.0[1].to_le_bytes());
             piece.extend_from_slice(&person.to_le_bytes());
@@ -284,12 +286,19 @@ impl IndexWrite<'_> {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         let committed = commit()?;
-        for (hash, person) in self.changes.drain() {
-            apply(&mut shards, hash, person);
+        for changes in &mut self.changes {
+            // Taken whole, so each shard's changes are freed once applied.
+            for (hash, person) in std::mem::take(changes) {
+                apply(&mut shards, hash, person);
+            }
         }
         self.log.committed = end;
         Ok(committed)
     }
+}
+
+fn new_shards() -> Vec<Shard> {
+    (0..SHARDS).map(|_| Shard::default()).collect()
 }
 
 fn apply(shards: &mut [Shard], hash: IdentityHash, person: u64) {
