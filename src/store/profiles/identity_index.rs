@@ -14,9 +14,8 @@
 //! An identity is kept as a 128-bit SipHash-1-3 fingerprint of its tenant id and key
 //! ([`IdentityHash`]), so an entry is 24 bytes whatever the identity's length (~45 bytes of memory
 //! each with the hash tables' slack: +130 MB peak for the 2.8M identities of a million generated
-//! profiles, +310 MB at 5M). Two distinct
-//! identities share a fingerprint with probability about n²/2¹²⁹: 10⁻²² for 10⁹ identities,
-//! far below the odds of an undetected disk error.
+//! profiles, +310 MB at 5M). Two distinct identities share a fingerprint with probability about
+//! n²/2¹²⁹: 10⁻²² for 10⁹ identities, far below the odds of an undetected disk error.
 //!
 //! # Durability
 //!
