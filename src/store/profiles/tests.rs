@@ -1103,3 +1103,140 @@ fn an_abandoned_batch_links_no_identity() {
     assert!(store.lookup(&t, "CRMID", "c-2", &policy).unwrap().is_none());
     assert_eq!(store.profile_count(&t).unwrap(), 2);
 }
+
+/// The identity graph against a model: seeded random batches of records and events naming one to
+/// three identities from a small pool (so rows keep linking and merging persons), deletes of
+/// whole profiles, and reopenings, checked after every step against union-find components: two
+/// known identities share a person exactly when the model joins them, deleted and unseen
+/// identities are unknown, and the person count is the number of components.
+#[test]
+fn identity_graph_matches_a_union_find_model_through_merges_deletes_and_reopens() {
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{RngExt, SeedableRng};
+
+    const POOL: usize = 24;
+    let identity = |n: usize| match n % 3 {
+        0 => ("CRMID", format!("c-{n}")),
+        1 => ("Email", format!("p{n}@x.com")),
+        _ => ("Phone", format!("+1555{n:04}")),
+    };
+    let t = tenant();
+    let policy = MergePolicy::default();
+    for seed in 0..40 {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ProfileStore::open(dir.path()).unwrap();
+        // The model: each known identity's component label.
+        let mut component: Vec<Option<usize>> = vec![None; POOL];
+        let mut next_label = 0;
+        for step in 0..30 {
+            match rng.random_range(0..10) {
+                0 => {
+                    drop(store);
+                    store = ProfileStore::open(dir.path()).unwrap();
+                }
+                1 => {
+                    let victim = rng.random_range(0..POOL);
+                    let (namespace, id) = identity(victim);
+                    let deleted = store.delete_person(&t, namespace, &id).unwrap();
+                    assert_eq!(
+                        deleted,
+                        component[victim].is_some(),
+                        "seed {seed} step {step}"
+                    );
+                    if let Some(label) = component[victim] {
+                        for entry in &mut component {
+                            if *entry == Some(label) {
+                                *entry = None;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    // A batch holds one kind of row, as a dataset does.
+                    let events = rng.random_bool(0.5);
+                    let mut rows = Vec::new();
+                    for row in 0..rng.random_range(1..4) {
+                        let named: Vec<usize> = (0..rng.random_range(1..4))
+                            .map(|_| rng.random_range(0..POOL))
+                            .collect();
+                        let mut map = serde_json::Map::new();
+                        for (position, &n) in named.iter().enumerate() {
+                            let (namespace, id) = identity(n);
+                            let entries = map
+                                .entry(namespace)
+                                .or_insert_with(|| json!([]))
+                                .as_array_mut()
+                                .unwrap();
+                            if !entries.iter().any(|e| e["id"] == id.as_str()) {
+                                entries.push(json!({"id": id, "primary": position == 0}));
+                            }
+                        }
+                        rows.push(if events {
+                            event(
+                                Value::Object(map),
+                                &format!("e{step}-{row}"),
+                                "2024-06-01T00:00:00Z",
+                            )
+                        } else {
+                            record(Value::Object(map), json!({"step": step}))
+                        });
+                        // The model: the named identities' components become one.
+                        let labels: Vec<usize> =
+                            named.iter().filter_map(|&n| component[n]).collect();
+                        let label = labels.first().copied().unwrap_or_else(|| {
+                            next_label += 1;
+                            next_label
+                        });
+                        for entry in &mut component {
+                            if entry.is_some_and(|l| labels.contains(&l)) {
+                                *entry = Some(label);
+                            }
+                        }
+                        for &n in &named {
+                            component[n] = Some(label);
+                        }
+                    }
+                    let kind = if events {
+                        RecordKind::Event
+                    } else {
+                        RecordKind::Profile
+                    };
+                    store.apply_batch(&t, "rows", kind, rows).unwrap();
+                }
+            }
+            let person_of = |n: usize| {
+                let (namespace, id) = identity(n);
+                store
+                    .lookup(&t, namespace, &id, &policy)
+                    .unwrap()
+                    .map(|profile| profile.person_id)
+            };
+            let persons: Vec<Option<u64>> = (0..POOL).map(person_of).collect();
+            for a in 0..POOL {
+                assert_eq!(
+                    persons[a].is_some(),
+                    component[a].is_some(),
+                    "seed {seed} step {step}: identity {a}"
+                );
+                for b in 0..a {
+                    if component[a].is_some() && component[b].is_some() {
+                        assert_eq!(
+                            persons[a] == persons[b],
+                            component[a] == component[b],
+                            "seed {seed} step {step}: identities {a} and {b}"
+                        );
+                    }
+                }
+            }
+            let mut labels: Vec<usize> = component.iter().flatten().copied().collect();
+            labels.sort_unstable();
+            labels.dedup();
+            assert_eq!(
+                store.profile_count(&t).unwrap(),
+                labels.len() as u64,
+                "seed {seed} step {step}"
+            );
+        }
+    }
+}
