@@ -143,9 +143,12 @@ fn bench_store(c: &mut Criterion) {
     let (_metadata, store) = load_through_batches(db.path(), data.path());
     // The B-tree file, the identity index's log and the segment files of event chunks (the
     // folder also holds staged input).
-    let file_bytes = |name: &str| std::fs::metadata(db.path().join(name)).expect(name).len();
+    let file_bytes = |name: &str| std::fs::metadata(db.path().join(name)).map_or(0, |m| m.len());
     let bytes = file_bytes(segmentd::store::profiles::DB_FILE)
-        + file_bytes(segmentd::store::profiles::IDENTITY_INDEX_FILE)
+        + segmentd::store::profiles::IDENTITY_INDEX_FILES
+            .iter()
+            .map(|name| file_bytes(name))
+            .sum::<u64>()
         + walk_bytes(&db.path().join(segmentd::store::profiles::SEGMENTS_DIR));
     println!(
         "profile_store/disk: {bytes} bytes for {profiles} profiles and {} events = {:.0} bytes/profile",

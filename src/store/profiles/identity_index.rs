@@ -32,21 +32,34 @@
 //! The log holds each write's final value per changed identity: one entry per identity for a
 //! bulk load, plus one per identity re-pointed by a merge (an identity moves O(log n) times, see
 //! the store's module documentation) and one per identity deleted. It is read whole at opening
-//! (a store of 1M generated profiles, 2.8M entries, serves 0.8 s after start); rewriting it
-//! without its superseded entries is not done yet.
+//! (a store of 1M generated profiles, 2.8M entries, serves 0.8 s after start). When most of it is
+//! superseded, the store rewrites it at opening ([`IndexWrite::rewrite_if_sparse`]) into the
+//! other of two files ([`INDEX_FILES`]): the live entries are written and synced there, and the
+//! redb commit that records the new file and end is the switch; a rewrite that did not commit
+//! leaves the old file as it was, and the file not in use is removed at opening.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-/// The log's file name inside the store's directory.
-pub const INDEX_FILE: &str = "identities.log";
+/// The log's two file names inside the store's directory: one is in use, the other takes a
+/// rewrite of the live entries when most of the log is superseded.
+pub const INDEX_FILES: [&str; 2] = ["identities-0.log", "identities-1.log"];
+
+/// Where the log's committed entries end: in which of [`INDEX_FILES`], and at which byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The index of the file in use in [`INDEX_FILES`].
+    pub file: usize,
+    /// The end of the committed entries in it.
+    pub end: u64,
+}
 
 /// Bytes of one log entry: the fingerprint's two halves and the person, little-endian.
 const ENTRY_BYTES: usize = 24;
@@ -123,51 +136,64 @@ pub struct IdentityIndex {
 /// The appending side of the log.
 #[derive(Debug)]
 struct IndexLog {
+    /// The store's directory.
+    dir: PathBuf,
+    /// The file in use.
     file: File,
-    /// The end recorded by the last committed write.
-    committed: u64,
+    /// The position recorded by the last committed write.
+    committed: LogPosition,
 }
 
 impl IdentityIndex {
-    /// Opens the log in `store_dir` whose last committed write ended at byte `committed` (0 for a
-    /// new store), cutting off what writes that did not commit left past it, and reads it into
-    /// memory.
-    pub fn open(store_dir: &Path, committed: u64) -> io::Result<Self> {
+    /// Opens the log in `store_dir` whose last committed write ended at `committed` (the default
+    /// for a new store), cutting off what writes that did not commit left past it and removing
+    /// the other file, and reads it into memory.
+    pub fn open(store_dir: &Path, committed: LogPosition) -> io::Result<Self> {
+        let name = INDEX_FILES
+            .get(committed.file)
+            .ok_or_else(|| invalid(format!("no identity log file {}", committed.file)))?;
+        // The file not in use holds a superseded log or a rewrite that never committed.
+        match std::fs::remove_file(store_dir.join(INDEX_FILES[1 - committed.file])) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(store_dir.join(INDEX_FILE))?;
+            .open(store_dir.join(name))?;
         let length = file.metadata()?.len();
-        if length < committed || !committed.is_multiple_of(ENTRY_BYTES as u64) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{INDEX_FILE} holds {length} bytes, but its committed end is byte {committed}"
-                ),
-            ));
+        let end = committed.end;
+        if length < end || !end.is_multiple_of(ENTRY_BYTES as u64) {
+            return Err(invalid(format!(
+                "{name} holds {length} bytes, but its committed end is byte {end}"
+            )));
         }
-        if length > committed {
-            file.set_len(committed)?;
+        if length > end {
+            file.set_len(end)?;
             file.sync_all()?;
         }
         let mut shards = new_shards();
         let mut reader = io::BufReader::with_capacity(1 << 20, &file);
         let mut entry = [0u8; ENTRY_BYTES];
-        for _ in 0..committed / ENTRY_BYTES as u64 {
+        for _ in 0..end / ENTRY_BYTES as u64 {
             reader.read_exact(&mut entry)?;
             let (hash, person) = decode_entry(&entry);
             apply(&mut shards, hash, person);
         }
         // New writes start in a new directory entry's file: its name must be durable before a
         // commit counts on its bytes.
-        if committed == 0 {
+        if end == 0 {
             File::open(store_dir)?.sync_all()?;
         }
         Ok(Self {
             shards: RwLock::new(shards),
-            log: Mutex::new(IndexLog { file, committed }),
+            log: Mutex::new(IndexLog {
+                dir: store_dir.to_owned(),
+                file,
+                committed,
+            }),
         })
     }
 
@@ -183,7 +209,8 @@ impl IdentityIndex {
             index: self,
             log: self.log.lock().unwrap_or_else(PoisonError::into_inner),
             changes: new_shards(),
-            synced_end: None,
+            synced: None,
+            rewritten: None,
         }
     }
 
@@ -216,8 +243,10 @@ pub struct IndexWrite<'a> {
     /// shards like the index's, so that a commit moves them over one shard at a time and a bulk
     /// load's changes are never in memory twice.
     changes: Vec<Shard>,
-    /// The log's end after [`IndexWrite::sync`].
-    synced_end: Option<u64>,
+    /// The log's position after [`IndexWrite::sync`].
+    synced: Option<LogPosition>,
+    /// The other file, holding the live entries, after [`IndexWrite::rewrite_if_sparse`].
+    rewritten: Option<File>,
 }
 
 impl IndexWrite<'_> {
@@ -243,20 +272,22 @@ impl IndexWrite<'_> {
 
     /// Appends the changes to the log and makes them durable; returns the end to record with
     /// the write's commit.
-    pub fn sync(&mut self) -> io::Result<u64> {
-        let start = self.log.committed;
+    pub fn sync(&mut self) -> io::Result<LogPosition> {
+        if let Some(position) = self.synced.filter(|_| self.rewritten.is_some()) {
+            return Ok(position);
+        }
+        let position = self.log.committed;
+        let start = position.end;
         if self.changes.iter().all(HashMap::is_empty) {
-            self.synced_end = Some(start);
-            return Ok(start);
+            self.synced = Some(position);
+            return Ok(position);
         }
         // Written in pieces: a bulk load changes millions of identities.
         let mut piece = Vec::with_capacity(WRITE_PIECE_BYTES);
         // From the committed end: what an abandoned write left there is overwritten.
         let mut end = start;
         for (hash, &person) in self.changes.iter().flatten() {
-            piece.extend_from_slice(&hash.0[0].to_le_bytes());
-            piece.extend_from_slice(&hash.0[1].to_le_bytes());
-            piece.extend_from_slice(&person.to_le_bytes());
+            encode_entry(&mut piece, *hash, person);
             if piece.len() + ENTRY_BYTES > WRITE_PIECE_BYTES {
                 self.log.file.write_all_at(&piece, end)?;
                 end += piece.len() as u64;
@@ -266,8 +297,52 @@ impl IndexWrite<'_> {
         self.log.file.write_all_at(&piece, end)?;
         end += piece.len() as u64;
         self.log.file.sync_data()?;
-        self.synced_end = Some(end);
-        Ok(end)
+        let synced = LogPosition { end, ..position };
+        self.synced = Some(synced);
+        Ok(synced)
+    }
+
+    /// Rewrites the log without its superseded entries when they are more than half of it and
+    /// at least `min_entries`: the live entries go to the other file, synced; the write's commit
+    /// then switches to it ([`IndexWrite::sync`] gives its position). Does nothing when this
+    /// write has changes of its own. Returns whether it rewrote.
+    pub fn rewrite_if_sparse(&mut self, min_entries: u64) -> io::Result<bool> {
+        let entries = self.log.committed.end / ENTRY_BYTES as u64;
+        let live = self.index.read().0.iter().map(HashMap::len).sum::<usize>() as u64;
+        let superseded = entries - live.min(entries);
+        if superseded < min_entries
+            || superseded <= live
+            || self.changes.iter().any(|changes| !changes.is_empty())
+        {
+            return Ok(false);
+        }
+        let file_index = 1 - self.log.committed.file;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.log.dir.join(INDEX_FILES[file_index]))?;
+        let mut piece = Vec::with_capacity(WRITE_PIECE_BYTES);
+        let mut end = 0;
+        for (hash, &person) in self.index.read().0.iter().flatten() {
+            encode_entry(&mut piece, *hash, person);
+            if piece.len() + ENTRY_BYTES > WRITE_PIECE_BYTES {
+                file.write_all_at(&piece, end)?;
+                end += piece.len() as u64;
+                piece.clear();
+            }
+        }
+        file.write_all_at(&piece, end)?;
+        end += piece.len() as u64;
+        file.sync_all()?;
+        File::open(&self.log.dir)?.sync_all()?;
+        self.synced = Some(LogPosition {
+            file: file_index,
+            end,
+        });
+        self.rewritten = Some(file);
+        Ok(true)
     }
 
     /// Runs `commit` (the database commit that records the end [`IndexWrite::sync`] gave) with
@@ -276,8 +351,8 @@ impl IndexWrite<'_> {
     /// # Panics
     /// If called before [`IndexWrite::sync`]: the changes would not be durable.
     pub fn commit<T, E>(mut self, commit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        let end = self
-            .synced_end
+        let synced = self
+            .synced
             .expect("an index write is synced before it commits");
         let mut shards = self
             .index
@@ -291,7 +366,13 @@ impl IndexWrite<'_> {
                 apply(&mut shards, hash, person);
             }
         }
-        self.log.committed = end;
+        if let Some(file) = self.rewritten.take() {
+            let old = INDEX_FILES[self.log.committed.file];
+            self.log.file = file;
+            // The old log is superseded; failing to remove it is harmless (opening removes it).
+            let _ = std::fs::remove_file(self.log.dir.join(old));
+        }
+        self.log.committed = synced;
         Ok(committed)
     }
 }
@@ -307,6 +388,16 @@ fn apply(shards: &mut [Shard], hash: IdentityHash, person: u64) {
     } else {
         shard.insert(hash, person);
     }
+}
+
+fn encode_entry(out: &mut Vec<u8>, hash: IdentityHash, person: u64) {
+    out.extend_from_slice(&hash.0[0].to_le_bytes());
+    out.extend_from_slice(&hash.0[1].to_le_bytes());
+    out.extend_from_slice(&person.to_le_bytes());
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 fn decode_entry(entry: &[u8; ENTRY_BYTES]) -> (IdentityHash, u64) {
@@ -343,7 +434,7 @@ mod tests {
     #[test]
     fn committed_changes_survive_reopening_and_uncommitted_ones_vanish() {
         let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), 0).unwrap();
+        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
         let mut write = index.begin();
         write.set(hash("a"), 1);
         write.set(hash("b"), 1);
@@ -356,7 +447,11 @@ mod tests {
         );
         let end = write.sync().unwrap();
         write.commit(|| Ok::<_, ()>(())).unwrap();
-        assert_eq!(end, 2 * ENTRY_BYTES as u64, "the final value per identity");
+        assert_eq!(
+            end.end,
+            2 * ENTRY_BYTES as u64,
+            "the final value per identity"
+        );
         assert_eq!(index.read().get(hash("b")), Some(2));
 
         // A write whose database commit fails: synced to the log, never committed.
@@ -389,16 +484,16 @@ mod tests {
     #[test]
     fn bytes_past_the_committed_end_are_cut_off_at_opening() {
         let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), 0).unwrap();
+        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
         let mut write = index.begin();
         write.set(hash("a"), 1);
         // Synced, then the process dies before the database commit recorded the end.
         write.sync().unwrap();
         drop(write);
         drop(index);
-        let index = IdentityIndex::open(dir.path(), 0).unwrap();
+        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
         assert_eq!(index.len(), 0);
-        let length = std::fs::metadata(dir.path().join(INDEX_FILE))
+        let length = std::fs::metadata(dir.path().join(INDEX_FILES[0]))
             .unwrap()
             .len();
         assert_eq!(length, 0);
@@ -407,15 +502,19 @@ mod tests {
     #[test]
     fn a_log_shorter_than_its_committed_end_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        drop(IdentityIndex::open(dir.path(), 0).unwrap());
-        let error = IdentityIndex::open(dir.path(), ENTRY_BYTES as u64).unwrap_err();
+        drop(IdentityIndex::open(dir.path(), LogPosition::default()).unwrap());
+        let position = LogPosition {
+            file: 0,
+            end: ENTRY_BYTES as u64,
+        };
+        let error = IdentityIndex::open(dir.path(), position).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
     fn many_identities_spread_over_every_shard() {
         let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), 0).unwrap();
+        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
         let mut write = index.begin();
         for n in 0..50_000u64 {
             write.set(hash(&n.to_string()), n + 1);
@@ -430,5 +529,65 @@ mod tests {
         for n in (0..50_000u64).step_by(97) {
             assert_eq!(index.read().get(hash(&n.to_string())), Some(n + 1));
         }
+    }
+
+    /// A log mostly of superseded entries is rewritten into the other file, which the commit
+    /// switches to; a rewrite whose commit fails leaves the old log in use, and opening removes
+    /// the file not in use.
+    #[test]
+    fn a_sparse_log_is_rewritten_into_the_other_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let mut position = LogPosition::default();
+        // 10 identities, each re-pointed in five writes: 50 entries, 10 live.
+        for person in 1..=5 {
+            let mut write = index.begin();
+            for n in 0..10 {
+                write.set(hash(&n.to_string()), person);
+            }
+            position = write.sync().unwrap();
+            write.commit(|| Ok::<_, ()>(())).unwrap();
+        }
+        assert_eq!(position.end, 50 * ENTRY_BYTES as u64);
+        let mut write = index.begin();
+        assert!(
+            !write.rewrite_if_sparse(41).unwrap(),
+            "40 superseded: under the minimum"
+        );
+        assert!(write.rewrite_if_sparse(40).unwrap());
+        let rewritten = write.sync().unwrap();
+        assert_eq!(
+            rewritten,
+            LogPosition {
+                file: 1,
+                end: 10 * ENTRY_BYTES as u64
+            }
+        );
+        // The database commit fails: the old log stays in use.
+        assert!(write.commit(|| Err::<(), _>("disk full")).is_err());
+        drop(index);
+        let index = IdentityIndex::open(dir.path(), position).unwrap();
+        assert!(!dir.path().join(INDEX_FILES[1]).exists());
+        assert_eq!(index.len(), 10);
+
+        let mut write = index.begin();
+        assert!(write.rewrite_if_sparse(1).unwrap());
+        let rewritten = write.sync().unwrap();
+        write.commit(|| Ok::<_, ()>(())).unwrap();
+        assert!(!dir.path().join(INDEX_FILES[0]).exists());
+        // Writes go on in the new file.
+        let mut write = index.begin();
+        write.set(hash("new"), 9);
+        let after = write.sync().unwrap();
+        write.commit(|| Ok::<_, ()>(())).unwrap();
+        assert_eq!(after.file, 1);
+        assert_eq!(after.end, rewritten.end + ENTRY_BYTES as u64);
+        drop(index);
+        let index = IdentityIndex::open(dir.path(), after).unwrap();
+        assert_eq!(index.len(), 11);
+        for n in 0..10 {
+            assert_eq!(index.read().get(hash(&n.to_string())), Some(5));
+        }
+        assert_eq!(index.read().get(hash("new")), Some(9));
     }
 }

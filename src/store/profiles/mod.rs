@@ -49,7 +49,7 @@
 //!
 //! The event chunks of large flushes (bulk loads) live in append-only segment files in
 //! [`SEGMENTS_DIR`] beside the database (`store/profiles/segments.rs`), and the identity graph's
-//! index in memory with its log in [`IDENTITY_INDEX_FILE`] (`store/profiles/identity_index.rs`).
+//! index in memory with its log in one of [`IDENTITY_INDEX_FILES`] (`store/profiles/identity_index.rs`).
 //!
 //! A person is a connected component of the identity graph. Its header and
 //! event chunks are adjacent keys, so a full pass is one range read of
@@ -95,8 +95,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::tenant::Tenant;
 use codec::{Fragment, PersonHeader};
 pub use identity::Identity;
-pub use identity_index::INDEX_FILE as IDENTITY_INDEX_FILE;
-use identity_index::{IdentityHash, IdentityIndex, IndexWrite};
+pub use identity_index::INDEX_FILES as IDENTITY_INDEX_FILES;
+use identity_index::{IdentityHash, IdentityIndex, IndexWrite, LogPosition};
 pub use merge::{
     AttributeMerge, IdentityGraph, MergePolicy, MergedProfile, NamespaceSets, ProfileEvent,
 };
@@ -160,6 +160,12 @@ const TAG_SEGMENT_END: u8 = 8;
 const TAG_SEGMENT_LIVE: u8 = 9;
 /// The end of the identity index's log written by committed writes (tenant 0).
 const TAG_IDENTITY_LOG_END: u8 = 10;
+/// Which of [`IDENTITY_INDEX_FILES`] holds the identity index's log (tenant 0).
+const TAG_IDENTITY_LOG_FILE: u8 = 11;
+
+/// The identity log is rewritten at opening when at least this many of its entries, and more
+/// than half, are superseded: a rewrite writes every live entry, so a small waste is left be.
+const IDENTITY_LOG_REWRITE_MIN_ENTRIES: u64 = 1 << 20;
 const GLOBAL: u32 = 0;
 
 /// A reclaim copies live chunks to the active segment in appends of about this many bytes.
@@ -274,6 +280,15 @@ impl ProfileStore {
     /// Opens the store in `dir` (created if needed), repairing it if the last
     /// process died mid-write.
     pub fn open(dir: &Path) -> Result<Self, ProfileStoreError> {
+        Self::open_rewriting_identity_log_past(dir, IDENTITY_LOG_REWRITE_MIN_ENTRIES)
+    }
+
+    /// Opens the store as [`ProfileStore::open`] does, rewriting the identity log when at least
+    /// `rewrite_min_entries` of its entries are superseded (and more than half).
+    fn open_rewriting_identity_log_past(
+        dir: &Path,
+        rewrite_min_entries: u64,
+    ) -> Result<Self, ProfileStoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ProfileStoreError::Storage(redb::StorageError::Io(e).into()))?;
         let db = Database::builder()
@@ -282,14 +297,26 @@ impl ProfileStore {
         let txn = db.begin_write()?;
         txn.open_table(TENANTS)?;
         txn.open_table(PERSONS)?;
-        let identity_log_end = txn
-            .open_table(META)?
-            .get(meta_key(GLOBAL, TAG_IDENTITY_LOG_END, "").as_slice())?
-            .map_or(0, |v| v.value());
+        let identity_log = {
+            let meta = txn.open_table(META)?;
+            let global = |tag| -> Result<u64, ProfileStoreError> {
+                Ok(meta
+                    .get(meta_key(GLOBAL, tag, "").as_slice())?
+                    .map_or(0, |v| v.value()))
+            };
+            LogPosition {
+                file: global(TAG_IDENTITY_LOG_FILE)? as usize,
+                end: global(TAG_IDENTITY_LOG_END)?,
+            }
+        };
         let identities =
-            IdentityIndex::open(dir, identity_log_end).map_err(ProfileStoreError::IdentityLog)?;
+            IdentityIndex::open(dir, identity_log).map_err(ProfileStoreError::IdentityLog)?;
         let mut index_write = identities.begin();
         move_legacy_identities(&txn, &mut index_write)?;
+        index_write
+            .rewrite_if_sparse(rewrite_min_entries)
+            .map_err(ProfileStoreError::IdentityLog)?;
+        Tables::open(&txn)?.record_identity_end(&mut index_write)?;
         index_write.commit(|| txn.commit())?;
         // Every tenant counts as changed at opening: another process (`segmentd ingest`) or the
         // writes before a crash may have left derived copies stale.
@@ -918,7 +945,7 @@ where
 }
 
 /// Moves the graph of a store written before the identity index (table `profile_ids`) into the
-/// index, and deletes the table, within `txn`; syncs the index write and records its end.
+/// index write, and deletes the table, within `txn`.
 ///
 /// Why: the index replaced the table; a data directory of an earlier version keeps its graph.
 fn move_legacy_identities(
@@ -944,7 +971,7 @@ fn move_legacy_identities(
         }
         txn.delete_table(LEGACY_IDS)?;
     }
-    Tables::open(txn)?.record_identity_end(index_write)
+    Ok(())
 }
 
 /// The open tables of one write transaction.
@@ -1037,15 +1064,21 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Makes an identity index write durable and records the index log's new end, to commit with
-    /// the write.
+    /// Makes an identity index write durable and records the index log's new position, to commit
+    /// with the write.
     fn record_identity_end(
         &mut self,
         index_write: &mut IndexWrite<'_>,
     ) -> Result<(), ProfileStoreError> {
-        let end = index_write.sync().map_err(ProfileStoreError::IdentityLog)?;
-        self.meta
-            .insert(meta_key(GLOBAL, TAG_IDENTITY_LOG_END, "").as_slice(), end)?;
+        let position = index_write.sync().map_err(ProfileStoreError::IdentityLog)?;
+        self.meta.insert(
+            meta_key(GLOBAL, TAG_IDENTITY_LOG_FILE, "").as_slice(),
+            position.file as u64,
+        )?;
+        self.meta.insert(
+            meta_key(GLOBAL, TAG_IDENTITY_LOG_END, "").as_slice(),
+            position.end,
+        )?;
         Ok(())
     }
 

@@ -1021,7 +1021,7 @@ fn a_store_with_the_legacy_identity_table_keeps_its_graph() {
         }
         txn.commit().unwrap();
     }
-    std::fs::remove_file(dir.path().join(IDENTITY_INDEX_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(IDENTITY_INDEX_FILES[0])).unwrap();
 
     let store = ProfileStore::open(dir.path()).unwrap();
     assert_eq!(all_profiles(&store, &policy), before);
@@ -1239,4 +1239,72 @@ fn identity_graph_matches_a_union_find_model_through_merges_deletes_and_reopens(
             );
         }
     }
+}
+
+/// Deleting and re-adding the same person leaves the identity log mostly superseded entries; the
+/// store rewrites it into the other file when it opens, and the graph reads the same from there.
+#[test]
+fn a_mostly_superseded_identity_log_is_rewritten_at_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant();
+    let crm = |n: u32| {
+        record(
+            json!({"CRMID": [{"id": format!("c-{n}"), "primary": true}], "Email": [{"id": format!("p{n}@x.com")}]}),
+            json!({"n": n}),
+        )
+    };
+    let store = ProfileStore::open(dir.path()).unwrap();
+    for _ in 0..10 {
+        store
+            .apply_batch(&t, "crm", RecordKind::Profile, vec![crm(1)])
+            .unwrap();
+        assert!(store.delete_person(&t, "CRMID", "c-1").unwrap());
+    }
+    store
+        .apply_batch(&t, "crm", RecordKind::Profile, vec![crm(2), crm(3)])
+        .unwrap();
+    drop(store);
+    let log_bytes = |file: usize| {
+        std::fs::metadata(dir.path().join(IDENTITY_INDEX_FILES[file])).map(|m| m.len())
+    };
+    // 10 × (2 identities + 2 removals) + 4 entries, 4 of them live.
+    assert_eq!(log_bytes(0).unwrap(), 44 * 24);
+    let reopened = |min_entries| {
+        ProfileStore::open_rewriting_identity_log_past(dir.path(), min_entries).unwrap()
+    };
+    let store = reopened(41);
+    assert_eq!(
+        log_bytes(0).unwrap(),
+        44 * 24,
+        "40 superseded: under the minimum"
+    );
+    drop(store);
+    let store = reopened(40);
+    assert!(log_bytes(0).is_err(), "the old log is removed");
+    assert_eq!(log_bytes(1).unwrap(), 4 * 24);
+    let policy = MergePolicy::default();
+    let check = |store: &ProfileStore, profiles: u64| {
+        assert!(store.lookup(&t, "CRMID", "c-1", &policy).unwrap().is_none());
+        for n in [2, 3] {
+            let profile = store
+                .lookup(&t, "Email", &format!("p{n}@x.com"), &policy)
+                .unwrap()
+                .unwrap();
+            assert_eq!(profile.attributes["n"], n);
+        }
+        assert_eq!(store.profile_count(&t).unwrap(), profiles);
+    };
+    check(&store, 2);
+    store
+        .apply_batch(&t, "crm", RecordKind::Profile, vec![crm(4)])
+        .unwrap();
+    drop(store);
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert_eq!(
+        log_bytes(1).unwrap(),
+        6 * 24,
+        "writes go on in the new file"
+    );
+    check(&store, 3);
+    assert!(store.lookup(&t, "CRMID", "c-4", &policy).unwrap().is_some());
 }
