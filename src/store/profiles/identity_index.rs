@@ -262,11 +262,19 @@ impl IndexWrite<'_> {
     /// Points the identity at `person`.
     pub fn set(&mut self, hash: IdentityHash, person: u64) {
         debug_assert_ne!(person, REMOVED, "person ids start at 1");
+        debug_assert!(
+            self.rewritten.is_none(),
+            "a rewrite takes no changes after it"
+        );
         self.changes[hash.shard()].insert(hash, person);
     }
 
     /// Removes the identity.
     pub fn remove(&mut self, hash: IdentityHash) {
+        debug_assert!(
+            self.rewritten.is_none(),
+            "a rewrite takes no changes after it"
+        );
         self.changes[hash.shard()].insert(hash, REMOVED);
     }
 
@@ -305,7 +313,8 @@ impl IndexWrite<'_> {
     /// Rewrites the log without its superseded entries when they are more than half of it and
     /// at least `min_entries`: the live entries go to the other file, synced; the write's commit
     /// then switches to it ([`IndexWrite::sync`] gives its position). Does nothing when this
-    /// write has changes of its own. Returns whether it rewrote.
+    /// write has changes of its own, and takes none after it (the store calls it at opening
+    /// only). Returns whether it rewrote.
     pub fn rewrite_if_sparse(&mut self, min_entries: u64) -> io::Result<bool> {
         let entries = self.log.committed.end / ENTRY_BYTES as u64;
         let live = self.index.read().0.iter().map(HashMap::len).sum::<usize>() as u64;
