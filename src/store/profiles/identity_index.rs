@@ -290,20 +290,8 @@ impl IndexWrite<'_> {
             self.synced = Some(position);
             return Ok(position);
         }
-        // Written in pieces: a bulk load changes millions of identities.
-        let mut piece = Vec::with_capacity(WRITE_PIECE_BYTES);
         // From the committed end: what an abandoned write left there is overwritten.
-        let mut end = start;
-        for (hash, &person) in self.changes.iter().flatten() {
-            encode_entry(&mut piece, *hash, person);
-            if piece.len() + ENTRY_BYTES > WRITE_PIECE_BYTES {
-                self.log.file.write_all_at(&piece, end)?;
-                end += piece.len() as u64;
-                piece.clear();
-            }
-        }
-        self.log.file.write_all_at(&piece, end)?;
-        end += piece.len() as u64;
+        let end = write_entries(&self.log.file, start, self.changes.iter().flatten())?;
         self.log.file.sync_data()?;
         let synced = LogPosition { end, ..position };
         self.synced = Some(synced);
@@ -332,18 +320,7 @@ impl IndexWrite<'_> {
             .create(true)
             .truncate(true)
             .open(self.log.dir.join(INDEX_FILES[file_index]))?;
-        let mut piece = Vec::with_capacity(WRITE_PIECE_BYTES);
-        let mut end = 0;
-        for (hash, &person) in self.index.read().0.iter().flatten() {
-            encode_entry(&mut piece, *hash, person);
-            if piece.len() + ENTRY_BYTES > WRITE_PIECE_BYTES {
-                file.write_all_at(&piece, end)?;
-                end += piece.len() as u64;
-                piece.clear();
-            }
-        }
-        file.write_all_at(&piece, end)?;
-        end += piece.len() as u64;
+        let end = write_entries(&file, 0, self.index.read().0.iter().flatten())?;
         file.sync_all()?;
         File::open(&self.log.dir)?.sync_all()?;
         self.synced = Some(LogPosition {
@@ -399,10 +376,27 @@ fn apply(shards: &mut [Shard], hash: IdentityHash, person: u64) {
     }
 }
 
-fn encode_entry(out: &mut Vec<u8>, hash: IdentityHash, person: u64) {
-    out.extend_from_slice(&hash.0[0].to_le_bytes());
-    out.extend_from_slice(&hash.0[1].to_le_bytes());
-    out.extend_from_slice(&person.to_le_bytes());
+/// Writes `entries` to `file` from byte `start` and returns where they end; in pieces of
+/// [`WRITE_PIECE_BYTES`], as a bulk load changes millions of identities.
+fn write_entries<'a>(
+    file: &File,
+    start: u64,
+    entries: impl Iterator<Item = (&'a IdentityHash, &'a u64)>,
+) -> io::Result<u64> {
+    let mut piece = Vec::with_capacity(WRITE_PIECE_BYTES);
+    let mut end = start;
+    for (hash, person) in entries {
+        piece.extend_from_slice(&hash.0[0].to_le_bytes());
+        piece.extend_from_slice(&hash.0[1].to_le_bytes());
+        piece.extend_from_slice(&person.to_le_bytes());
+        if piece.len() + ENTRY_BYTES > WRITE_PIECE_BYTES {
+            file.write_all_at(&piece, end)?;
+            end += piece.len() as u64;
+            piece.clear();
+        }
+    }
+    file.write_all_at(&piece, end)?;
+    Ok(end + piece.len() as u64)
 }
 
 fn invalid(message: String) -> io::Error {
