@@ -485,8 +485,7 @@ fn prepare_event_text(
     let packed_at = |path: &[&str]| -> Option<&[u8]> {
         let (first, rest) = path.split_first()?;
         let (_, start) = top.iter().find(|(name, _)| *name == first.as_bytes())?;
-        rest.iter()
-            .try_fold(*start, |node, part| packed::field(node, part))
+        packed::field_at(start, rest)
     };
     let node_at = |path: &[&str]| packed_at(path).and_then(packed::node);
     let identities = last_identities.keys_of(packed_at(&["identityMap"])?)?;
@@ -502,10 +501,7 @@ fn prepare_event_text(
             continue;
         };
         for (rest, expected) in typed {
-            if let Some(node) = rest
-                .iter()
-                .try_fold(*start, |node, part| packed::field(node, part))
-                .and_then(packed::node)
+            if let Some(node) = packed::field_at(start, rest).and_then(packed::node)
                 && !expected.accepts(node.into())
             {
                 return None;

@@ -215,7 +215,6 @@ impl IdentityIndex {
     }
 
     /// Identities in the committed index.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.read().0.iter().map(HashMap::len).sum()
     }
@@ -305,7 +304,7 @@ impl IndexWrite<'_> {
     /// only). Returns whether it rewrote.
     pub fn rewrite_if_sparse(&mut self, min_entries: u64) -> io::Result<bool> {
         let entries = self.log.committed.end / ENTRY_BYTES as u64;
-        let live = self.index.read().0.iter().map(HashMap::len).sum::<usize>() as u64;
+        let live = self.index.len() as u64;
         let superseded = entries - live.min(entries);
         if superseded < min_entries
             || superseded <= live

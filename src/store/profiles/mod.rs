@@ -299,14 +299,9 @@ impl ProfileStore {
         txn.open_table(PERSONS)?;
         let identity_log = {
             let meta = txn.open_table(META)?;
-            let global = |tag| -> Result<u64, ProfileStoreError> {
-                Ok(meta
-                    .get(meta_key(GLOBAL, tag, "").as_slice())?
-                    .map_or(0, |v| v.value()))
-            };
             LogPosition {
-                file: global(TAG_IDENTITY_LOG_FILE)? as usize,
-                end: global(TAG_IDENTITY_LOG_END)?,
+                file: counter(&meta, &meta_key(GLOBAL, TAG_IDENTITY_LOG_FILE, ""))? as usize,
+                end: counter(&meta, &meta_key(GLOBAL, TAG_IDENTITY_LOG_END, ""))?,
             }
         };
         let identities =
@@ -324,14 +319,9 @@ impl ProfileStore {
         let opened_at = std::time::Instant::now();
         let read = db.begin_read()?;
         let meta = read.open_table(META)?;
-        let global = |tag| -> Result<u64, ProfileStoreError> {
-            Ok(meta
-                .get(meta_key(GLOBAL, tag, "").as_slice())?
-                .map_or(0, |v| v.value()))
-        };
         let log_end = LogEnd {
-            segment: global(TAG_SEGMENT_ID)? as u32,
-            end: global(TAG_SEGMENT_END)?,
+            segment: counter(&meta, &meta_key(GLOBAL, TAG_SEGMENT_ID, ""))? as u32,
+            end: counter(&meta, &meta_key(GLOBAL, TAG_SEGMENT_END, ""))?,
         };
         let live = segments_live(&meta)?.into_keys().collect();
         let segments = Arc::new(SegmentLog::open(dir, log_end, &live)?);
@@ -523,10 +513,10 @@ impl ProfileStore {
         let Some(tenant_id) = lookup_tenant(&txn, tenant)? else {
             return Ok(0);
         };
-        let meta = txn.open_table(META)?;
-        Ok(meta
-            .get(meta_key(tenant_id, TAG_PERSON_COUNT, "").as_slice())?
-            .map_or(0, |v| v.value()))
+        counter(
+            &txn.open_table(META)?,
+            &meta_key(tenant_id, TAG_PERSON_COUNT, ""),
+        )
     }
 
     /// Returns, per dataset, how many rows were accepted into it (cumulative:
@@ -760,9 +750,7 @@ impl ProfileStore {
         &self,
         meta: &impl ReadableTable<&'static [u8], u64>,
     ) -> Result<BTreeMap<u32, u64>, ProfileStoreError> {
-        let active = meta
-            .get(meta_key(GLOBAL, TAG_SEGMENT_ID, "").as_slice())?
-            .map_or(0, |v| v.value()) as u32;
+        let active = counter(meta, &meta_key(GLOBAL, TAG_SEGMENT_ID, ""))? as u32;
         let mut half_dead = BTreeMap::new();
         for (segment, live) in segments_live(meta)? {
             if segment >= active {
@@ -1002,7 +990,7 @@ impl<'txn> Tables<'txn> {
 
     /// Adds `delta` to a counter and returns its new value.
     fn bump(&mut self, key: &[u8], delta: i64) -> Result<i64, ProfileStoreError> {
-        let current = self.meta.get(key)?.map_or(0, |v| v.value()) as i64;
+        let current = counter(&self.meta, key)? as i64;
         let next = current + delta;
         self.meta.insert(key, next as u64)?;
         Ok(next)
@@ -1782,6 +1770,14 @@ fn meta_key(tenant_id: u32, tag: u8, suffix: &str) -> Vec<u8> {
 
 /// The key of a counter kept per `index` (a partition, a segment) under `tag`: the prefix
 /// [`indexed_counters`] reads back, then the index in big-endian.
+/// The counter at `key` in `profile_meta`; 0 when it was never written.
+fn counter(
+    meta: &impl ReadableTable<&'static [u8], u64>,
+    key: &[u8],
+) -> Result<u64, ProfileStoreError> {
+    Ok(meta.get(key)?.map_or(0, |v| v.value()))
+}
+
 fn indexed_counter_key(tenant_id: u32, tag: u8, index: u64) -> Vec<u8> {
     let mut key = meta_key(tenant_id, tag, "");
     key.extend_from_slice(&index.to_be_bytes());

@@ -646,6 +646,12 @@ pub fn field<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
     fields(object)?.find_map(|(name, value)| (name == key.as_bytes()).then_some(value))
 }
 
+/// Returns the packed value at `path` (keys of nested objects) under the packed object `object`,
+/// or `None` when one of them is missing; `object` itself for an empty path.
+pub fn field_at<'a>(object: &'a [u8], path: &[&str]) -> Option<&'a [u8]> {
+    path.iter().try_fold(object, |node, key| field(node, key))
+}
+
 /// Returns the entries of the packed object `object` as (key bytes, packed value), or `None` when
 /// it is not an object; a malformed entry ends them. Keys are compared as bytes, not checked as
 /// UTF-8: a lookup only needs equality.
