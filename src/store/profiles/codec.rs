@@ -1,4 +1,4 @@
-//! Binary encoding of the values kept in the `profile_persons` table: the
+//! Binary encoding of the values kept in the `profile_headers` and `profile_chunks` tables: the
 //! person header (identities and record fragments) and event chunks.
 //!
 //! The format is a flat little-endian sequence of integers and length-prefixed

@@ -44,16 +44,20 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `profile_tenants` | `org \n sandbox` | tenant id `u32` |
-//! | `profile_persons` | tenant · person `u64` · seq `u32` | seq 0: person header (identities, record fragments); seq 1..: event chunks, or pointers to chunks in segment files |
+//! | `profile_headers` | tenant · person `u64` | person header (identities, record fragments) |
+//! | `profile_chunks` | tenant · person `u64` · seq `u32` (from 1) | event chunks, or pointers to chunks in segment files |
 //! | `profile_meta` | tenant · tag [· dataset, partition or segment] | counters: next person id, person count, rows per dataset, batch sequence, last write per partition, the segment log's end, live bytes per segment |
 //!
 //! The event chunks of large flushes (bulk loads) live in append-only segment files in
 //! [`SEGMENTS_DIR`] beside the database (`store/profiles/segments.rs`), and the identity graph's
 //! index in memory with its log in one of [`IDENTITY_INDEX_FILES`] (`store/profiles/identity_index.rs`).
 //!
-//! A person is a connected component of the identity graph. Its header and
-//! event chunks are adjacent keys, so a full pass is one range read of
-//! `profile_persons` with no random lookups. Event chunks are appended (one per
+//! A person is a connected component of the identity graph. Headers and event chunks are
+//! kept in person order in two tables, so a full pass is two range reads side by side with no
+//! random lookups. They are apart because they change apart: a bulk load of events inserts a
+//! small chunk pointer per person, which in one table landed in the leaf pages of the headers
+//! and copied every one of them (copy-on-write): the 1.1 GB of headers of 500k records were
+//! written again, and the file doubled, to append the events of 1M profiles. Event chunks are appended (one per
 //! write that touches the person) and compacted into one when there are more
 //! than [`MAX_CHUNKS`], so a streamed event never rewrites a long history. A write that only
 //! appends events to a known person finds its last chunk by key range and leaves the header
@@ -142,7 +146,10 @@ const TENANTS: TableDefinition<&str, u32> = TableDefinition::new("profile_tenant
 /// Where stores written before the identity index kept the graph (tenant · `namespace \0 id` →
 /// person id); moved into the index when such a store is opened.
 const LEGACY_IDS: TableDefinition<&[u8], u64> = TableDefinition::new("profile_ids");
-const PERSONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("profile_persons");
+const HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("profile_headers");
+const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("profile_chunks");
+/// Headers (seq 0) and chunks in one table, as stores written before the split keep them.
+const LEGACY_PERSONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("profile_persons");
 const META: TableDefinition<&[u8], u64> = TableDefinition::new("profile_meta");
 
 /// Meta tags after the tenant prefix. Tenant id 0 holds store-wide counters.
@@ -296,7 +303,9 @@ impl ProfileStore {
             .create(dir.join(DB_FILE))?;
         let txn = db.begin_write()?;
         txn.open_table(TENANTS)?;
-        txn.open_table(PERSONS)?;
+        txn.open_table(HEADERS)?;
+        txn.open_table(CHUNKS)?;
+        move_legacy_persons(&txn)?;
         let identity_log = {
             let meta = txn.open_table(META)?;
             LogPosition {
@@ -571,7 +580,8 @@ impl ProfileStore {
             .get(meta_key(tenant_id, TAG_NEXT_PERSON, "").as_slice())?
             .map_or(1, |v| v.value());
         Ok(Some(PersonsSnapshot {
-            persons: txn.open_table(PERSONS)?,
+            headers: txn.open_table(HEADERS)?,
+            chunks: txn.open_table(CHUNKS)?,
             segments: self.segments.clone(),
             tenant_id,
             next_person,
@@ -604,7 +614,8 @@ impl ProfileStore {
         }
         Ok(Some(Partitions {
             snapshot: PersonsSnapshot {
-                persons: txn.open_table(PERSONS)?,
+                headers: txn.open_table(HEADERS)?,
+                chunks: txn.open_table(CHUNKS)?,
                 segments: self.segments.clone(),
                 tenant_id,
                 next_person,
@@ -636,8 +647,10 @@ impl ProfileStore {
             return Ok(None);
         };
         drop(index);
-        let persons = txn.open_table(PERSONS)?;
-        let Some(header) = persons.get(person_key(tenant_id, person_id, 0).as_slice())? else {
+        let Some(header) = txn
+            .open_table(HEADERS)?
+            .get(header_key(tenant_id, person_id).as_slice())?
+        else {
             return Err(ProfileStoreError::Corrupt(format!(
                 "identity points at missing person {person_id}"
             )));
@@ -648,8 +661,9 @@ impl ProfileStore {
         }
         // The chunks are found by key range: writes that only append events leave the header's
         // chunk count behind.
-        let chunk_keys = person_keys(tenant_id, person_id, 1);
-        let guards = persons
+        let chunk_keys = chunk_key_range(tenant_id, person_id, 1);
+        let guards = txn
+            .open_table(CHUNKS)?
             .range(chunk_keys.start.as_slice()..chunk_keys.end.as_slice())?
             .map(|entry| entry.map(|(_, value)| value))
             .collect::<Result<Vec<_>, _>>()?;
@@ -697,9 +711,9 @@ impl ProfileStore {
         let half_dead = {
             let mut tables = Tables::open(&txn)?;
             let half_dead = self.half_dead_segments(&tables.meta)?;
-            // The pointers into them: one pass over every person's values.
+            // The pointers into them: one pass over every event chunk.
             let mut moving = Vec::new();
-            for entry in tables.persons.iter()? {
+            for entry in tables.chunks.iter()? {
                 let (key, value) = entry?;
                 if let Some(location) = codec::chunk_location(value.value())?
                     && half_dead.contains_key(&location.segment)
@@ -789,9 +803,12 @@ impl ProfileStore {
                 index_write.remove(IdentityHash::of(tenant_id, identity));
             }
             let last_seq = tables.last_chunk_seq(tenant_id, person_id)?;
-            for seq in 0..=last_seq {
-                tables.remove_value(&person_key(tenant_id, person_id, seq))?;
+            for seq in 1..=last_seq {
+                tables.remove_chunk(&chunk_key(tenant_id, person_id, seq))?;
             }
+            tables
+                .headers
+                .remove(header_key(tenant_id, person_id).as_slice())?;
             tables.bump(&meta_key(tenant_id, TAG_PERSON_COUNT, ""), -1)?;
             let write_seq = tables.bump(&meta_key(GLOBAL, TAG_BATCH_SEQ, ""), 1)?;
             tables.mark_partition(
@@ -810,10 +827,11 @@ impl ProfileStore {
     }
 }
 
-/// The persons table of one read transaction, with the tenant's id and its next person id (every
-/// person id of the tenant is below it).
+/// The headers and chunks tables of one read transaction, with the tenant's id and its next
+/// person id (every person id of the tenant is below it).
 struct PersonsSnapshot {
-    persons: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    headers: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    chunks: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     /// Where the chunks the snapshot points at outside the B-tree lie.
     segments: Arc<SegmentLog>,
     tenant_id: u32,
@@ -876,57 +894,66 @@ where
     F: FnMut(MergedProfile),
 {
     let PersonsSnapshot {
-        persons,
+        headers,
+        chunks,
         segments,
         tenant_id,
         ..
     } = snapshot;
     let tenant_id = *tenant_id;
     let mut stats = ScanStats::default();
-    let range = persons.range(
-        person_key(tenant_id, person_ids.start, 0).as_slice()
-            ..person_key(tenant_id, person_ids.end, 0).as_slice(),
+    let headers = headers.range(
+        header_key(tenant_id, person_ids.start).as_slice()
+            ..header_key(tenant_id, person_ids.end).as_slice(),
     )?;
-    let mut emit = |profile: MergedProfile| {
-        stats.profiles += 1;
-        consume(profile);
-    };
+    let mut chunks = chunks
+        .range(
+            chunk_key(tenant_id, person_ids.start, 0).as_slice()
+                ..chunk_key(tenant_id, person_ids.end, 0).as_slice(),
+        )?
+        .peekable();
     let mut skipped = 0;
     // Holding the guards of one person keeps its bytes borrowed until it is merged.
-    let mut current: Option<(u64, redb::AccessGuard<'static, &[u8]>)> = None;
-    let mut chunks: Vec<redb::AccessGuard<'static, &[u8]>> = Vec::new();
-    let mut finish = |header: &redb::AccessGuard<'static, &[u8]>,
-                      person_id: u64,
-                      chunks: &[redb::AccessGuard<'static, &[u8]>],
-                      emit: &mut dyn FnMut(MergedProfile)|
-     -> Result<(), ProfileStoreError> {
+    let mut person_chunks: Vec<redb::AccessGuard<'static, &[u8]>> = Vec::new();
+    for entry in headers {
+        let (key, header) = entry?;
+        let person_id = split_header_key(key.value())?;
+        person_chunks.clear();
+        // Both tables are in person order: the chunks of this person come next.
+        while let Some(entry) = chunks.next_if(|entry| {
+            entry.as_ref().map_or(true, |(key, _)| {
+                split_chunk_key(key.value()).is_ok_and(|(owner, _)| owner <= person_id)
+            })
+        }) {
+            let (key, chunk) = entry?;
+            let (owner, _) = split_chunk_key(key.value())?;
+            if owner != person_id {
+                return Err(ProfileStoreError::Corrupt(format!(
+                    "event chunks of person {owner}, who has no header"
+                )));
+            }
+            person_chunks.push(chunk);
+        }
         let header = codec::decode_header(header.value())?;
         if header.identities.len() > merge::MAX_GRAPH_IDENTITIES {
             skipped += 1;
-            return Ok(());
+            continue;
         }
-        let chunks = open_chunks(segments, chunks.iter().map(|chunk| chunk.value()))?;
+        let opened = open_chunks(segments, person_chunks.iter().map(|chunk| chunk.value()))?;
         let mut events = Vec::with_capacity(header.event_count as usize);
-        for chunk in &chunks {
+        for chunk in &opened {
             codec::decode_chunk(chunk, &mut events)?;
         }
-        merge::merge_person(person_id, &header, &events, policy, emit)
-    };
-    for entry in range {
-        let (key, value) = entry?;
-        let (person_id, seq) = split_person_key(key.value())?;
-        if seq == 0 {
-            if let Some((previous, header)) = current.take() {
-                finish(&header, previous, &chunks, &mut emit)?;
-                chunks.clear();
-            }
-            current = Some((person_id, value));
-        } else {
-            chunks.push(value);
-        }
+        merge::merge_person(person_id, &header, &events, policy, &mut |profile| {
+            stats.profiles += 1;
+            consume(profile);
+        })?;
     }
-    if let Some((previous, header)) = current.take() {
-        finish(&header, previous, &chunks, &mut emit)?;
+    if let Some(entry) = chunks.next() {
+        let (owner, _) = split_chunk_key(entry?.0.value())?;
+        return Err(ProfileStoreError::Corrupt(format!(
+            "event chunks of person {owner}, who has no header"
+        )));
     }
     stats.skipped_large_graphs = skipped;
     Ok(stats)
@@ -962,10 +989,40 @@ fn move_legacy_identities(
     Ok(())
 }
 
+/// Moves the persons of a store written before headers and event chunks had tables of their own
+/// (both in `profile_persons`, the header at sequence number 0) into `profile_headers` and
+/// `profile_chunks`, and deletes the old table, within `txn`.
+///
+/// Why: the tables were split (see the module documentation); a data directory of an earlier
+/// version keeps its profiles.
+fn move_legacy_persons(txn: &redb::WriteTransaction) -> Result<(), ProfileStoreError> {
+    let legacy = txn
+        .list_tables()?
+        .any(|table| table.name() == LEGACY_PERSONS.name());
+    if !legacy {
+        return Ok(());
+    }
+    {
+        let mut headers = txn.open_table(HEADERS)?;
+        let mut chunks = txn.open_table(CHUNKS)?;
+        for entry in txn.open_table(LEGACY_PERSONS)?.iter()? {
+            let (key, value) = entry?;
+            let key = key.value();
+            match split_chunk_key(key)? {
+                (_, 0) => headers.insert(&key[..12], value.value())?,
+                _ => chunks.insert(key, value.value())?,
+            };
+        }
+    }
+    txn.delete_table(LEGACY_PERSONS)?;
+    Ok(())
+}
+
 /// The open tables of one write transaction.
 struct Tables<'txn> {
     tenants: Table<'txn, &'static str, u32>,
-    persons: Table<'txn, &'static [u8], &'static [u8]>,
+    headers: Table<'txn, &'static [u8], &'static [u8]>,
+    chunks: Table<'txn, &'static [u8], &'static [u8]>,
     meta: Table<'txn, &'static [u8], u64>,
 }
 
@@ -973,7 +1030,8 @@ impl<'txn> Tables<'txn> {
     fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, ProfileStoreError> {
         Ok(Self {
             tenants: txn.open_table(TENANTS)?,
-            persons: txn.open_table(PERSONS)?,
+            headers: txn.open_table(HEADERS)?,
+            chunks: txn.open_table(CHUNKS)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -996,10 +1054,10 @@ impl<'txn> Tables<'txn> {
         Ok(next)
     }
 
-    /// Removes a person's value and returns it; a chunk kept in a segment file stops counting as
+    /// Removes an event chunk and returns it; a chunk kept in a segment file stops counting as
     /// live there.
-    fn remove_value(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ProfileStoreError> {
-        let Some(value) = self.persons.remove(key)?.map(|v| v.value().to_vec()) else {
+    fn remove_chunk(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ProfileStoreError> {
+        let Some(value) = self.chunks.remove(key)?.map(|v| v.value().to_vec()) else {
             return Ok(None);
         };
         if let Some(location) = codec::chunk_location(&value)? {
@@ -1026,7 +1084,7 @@ impl<'txn> Tables<'txn> {
         key: &[u8],
         location: ChunkLocation,
     ) -> Result<(), ProfileStoreError> {
-        self.persons
+        self.chunks
             .insert(key, codec::encode_chunk_location(location).as_slice())?;
         Ok(())
     }
@@ -1087,16 +1145,14 @@ impl<'txn> Tables<'txn> {
     /// Returns the sequence number of the person's last event chunk (0: none), found by key
     /// range: the header's count is not kept up to date by writes that only append events.
     fn last_chunk_seq(&self, tenant_id: u32, person_id: u64) -> Result<u32, ProfileStoreError> {
-        let keys = person_keys(tenant_id, person_id, 0);
+        let keys = chunk_key_range(tenant_id, person_id, 1);
         match self
-            .persons
+            .chunks
             .range(keys.start.as_slice()..keys.end.as_slice())?
             .next_back()
         {
-            Some(entry) => Ok(split_person_key(entry?.0.value())?.1),
-            None => Err(ProfileStoreError::Corrupt(format!(
-                "identity points at missing person {person_id}"
-            ))),
+            Some(entry) => Ok(split_chunk_key(entry?.0.value())?.1),
+            None => Ok(0),
         }
     }
 
@@ -1106,8 +1162,8 @@ impl<'txn> Tables<'txn> {
         person_id: u64,
     ) -> Result<PersonHeader, ProfileStoreError> {
         match self
-            .persons
-            .get(person_key(tenant_id, person_id, 0).as_slice())?
+            .headers
+            .get(header_key(tenant_id, person_id).as_slice())?
         {
             Some(bytes) => codec::decode_header(bytes.value()),
             None => Err(ProfileStoreError::Corrupt(format!(
@@ -1375,21 +1431,21 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         for seq in 1..=source_person.last_seq {
             let chunk = self
                 .tables
-                .persons
-                .remove(person_key(self.tenant_id, source, seq).as_slice())?
+                .chunks
+                .remove(chunk_key(self.tenant_id, source, seq).as_slice())?
                 .map(|guard| guard.value().to_vec())
                 .ok_or_else(|| {
                     ProfileStoreError::Corrupt(format!("person {source} lacks event chunk {seq}"))
                 })?;
             target_person.last_seq += 1;
-            let new_key = person_key(self.tenant_id, target, target_person.last_seq);
+            let new_key = chunk_key(self.tenant_id, target, target_person.last_seq);
             self.tables
-                .persons
+                .chunks
                 .insert(new_key.as_slice(), chunk.as_slice())?;
         }
         self.tables
-            .persons
-            .remove(person_key(self.tenant_id, source, 0).as_slice())?;
+            .headers
+            .remove(header_key(self.tenant_id, source).as_slice())?;
         self.touched_partitions
             .insert(source / self.partition_persons);
         target_person.header.chunk_count = target_person.last_seq;
@@ -1441,7 +1497,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                 .insert(person_id / self.partition_persons);
             let buffer = &self.seal_buffers[sealed.buffer];
             if let Some(chunk) = sealed.chunk {
-                let key = person_key(self.tenant_id, person_id, person.last_seq);
+                let key = chunk_key(self.tenant_id, person_id, person.last_seq);
                 match segment_starts.get(sealed.buffer) {
                     Some(&(segment, start)) => {
                         let location = ChunkLocation {
@@ -1453,7 +1509,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                     }
                     None => {
                         self.tables
-                            .persons
+                            .chunks
                             .insert(key.as_slice(), &buffer.chunks[chunk])?;
                     }
                 }
@@ -1473,13 +1529,13 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             if !person.header_read {
                 continue;
             }
-            let key = person_key(self.tenant_id, person_id, 0);
+            let key = header_key(self.tenant_id, person_id);
             match sealed.header {
                 Some(header) => self
                     .tables
-                    .persons
+                    .headers
                     .insert(key.as_slice(), &buffer.headers[header])?,
-                None => self.tables.persons.insert(
+                None => self.tables.headers.insert(
                     key.as_slice(),
                     codec::encode_header(&person.header).as_slice(),
                 )?,
@@ -1628,7 +1684,7 @@ fn compact_chunks(
 ) -> Result<u64, ProfileStoreError> {
     let mut stored = Vec::with_capacity(last_seq as usize);
     for seq in 1..=last_seq {
-        let chunk = tables.remove_value(&person_key(tenant_id, person_id, seq))?;
+        let chunk = tables.remove_chunk(&chunk_key(tenant_id, person_id, seq))?;
         stored.push(chunk.unwrap_or_default());
     }
     let mut in_segments = false;
@@ -1660,7 +1716,7 @@ fn compact_chunks(
         }
     }
     let sealed = codec::seal_chunk(&compacted.bytes);
-    let key = person_key(tenant_id, person_id, 1);
+    let key = chunk_key(tenant_id, person_id, 1);
     if in_segments {
         let (segment, offset) = tables.append_chunks(segments, &sealed)?;
         let len = sealed.len() as u32;
@@ -1671,7 +1727,7 @@ fn compact_chunks(
         };
         tables.insert_chunk_pointer(&key, location)?;
     } else {
-        tables.persons.insert(key.as_slice(), sealed.as_slice())?;
+        tables.chunks.insert(key.as_slice(), sealed.as_slice())?;
     }
     Ok(count)
 }
@@ -1735,7 +1791,16 @@ fn lookup_tenant_in(
         .map(|v| v.value()))
 }
 
-fn person_key(tenant_id: u32, person_id: u64, seq: u32) -> [u8; 16] {
+/// The key of a person's header in `profile_headers`.
+fn header_key(tenant_id: u32, person_id: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&tenant_id.to_be_bytes());
+    key[4..].copy_from_slice(&person_id.to_be_bytes());
+    key
+}
+
+/// The key of a person's event chunk `seq` (from 1) in `profile_chunks`.
+fn chunk_key(tenant_id: u32, person_id: u64, seq: u32) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..4].copy_from_slice(&tenant_id.to_be_bytes());
     key[4..12].copy_from_slice(&person_id.to_be_bytes());
@@ -1743,16 +1808,25 @@ fn person_key(tenant_id: u32, person_id: u64, seq: u32) -> [u8; 16] {
     key
 }
 
-/// The keys of one person's values from sequence number `first_seq` on (0: its header, 1: its
-/// first event chunk), as a range to read.
-fn person_keys(tenant_id: u32, person_id: u64, first_seq: u32) -> std::ops::Range<[u8; 16]> {
-    person_key(tenant_id, person_id, first_seq)..person_key(tenant_id, person_id + 1, 0)
+/// The person id of a key of `profile_headers`.
+fn split_header_key(key: &[u8]) -> Result<u64, ProfileStoreError> {
+    let person_id: [u8; 8] = key
+        .get(4..)
+        .and_then(|id| id.try_into().ok())
+        .ok_or_else(|| ProfileStoreError::Corrupt("header key is not 12 bytes".to_owned()))?;
+    Ok(u64::from_be_bytes(person_id))
 }
 
-fn split_person_key(key: &[u8]) -> Result<(u64, u32), ProfileStoreError> {
+/// The keys of one person's event chunks from sequence number `first_seq` on, as a range to
+/// read.
+fn chunk_key_range(tenant_id: u32, person_id: u64, first_seq: u32) -> std::ops::Range<[u8; 16]> {
+    chunk_key(tenant_id, person_id, first_seq)..chunk_key(tenant_id, person_id + 1, 0)
+}
+
+fn split_chunk_key(key: &[u8]) -> Result<(u64, u32), ProfileStoreError> {
     if key.len() != 16 {
         return Err(ProfileStoreError::Corrupt(
-            "person key is not 16 bytes".to_owned(),
+            "chunk key is not 16 bytes".to_owned(),
         ));
     }
     let person_id = u64::from_be_bytes(key[4..12].try_into().expect("8 bytes"));

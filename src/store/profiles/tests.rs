@@ -798,14 +798,14 @@ fn event_chunks_in_segment_files_give_the_same_store() {
         let c25 = store.lookup(&t, "CRMID", "c-25", &policy).unwrap().unwrap();
         let txn = store.db.begin_read().unwrap();
         let tenant_id = lookup_tenant(&txn, &t).unwrap().unwrap();
-        let persons = txn.open_table(PERSONS).unwrap();
-        let compacted = persons
-            .get(person_key(tenant_id, c25.person_id, 1).as_slice())
+        let chunks = txn.open_table(CHUNKS).unwrap();
+        let compacted = chunks
+            .get(chunk_key(tenant_id, c25.person_id, 1).as_slice())
             .unwrap()
             .unwrap();
         let in_segment = codec::chunk_location(compacted.value()).unwrap().is_some();
         assert_eq!(in_segment, segment_min_bytes == 0);
-        drop((compacted, persons, txn));
+        drop((compacted, chunks, txn));
         assert!(store.delete_person(&t, "CRMID", "c-29").unwrap());
         let before = all_profiles(&store, &policy);
         drop(store);
@@ -1061,6 +1061,103 @@ fn a_store_with_the_legacy_identity_table_keeps_its_graph() {
         1,
         "the event joined the moved identity's person"
     );
+}
+
+/// A data directory of a version that kept headers and event chunks in one table
+/// (`profile_persons`, the header at sequence number 0) opens with the same profiles: the table
+/// is split into `profile_headers` and `profile_chunks` and deleted, and writes go on.
+#[test]
+fn a_store_with_the_legacy_persons_table_keeps_its_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant();
+    // Chunks both in the B-tree (small batches) and in segment files (flushed past the minimum).
+    let store = ProfileStore::open(dir.path())
+        .unwrap()
+        .with_flush_bytes(1)
+        .with_segment_min_bytes(0);
+    store
+        .apply_batch(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            (0..30).map(|i| {
+                record(
+                    json!({"CRMID": [{"id": format!("c-{i}"), "primary": true}]}),
+                    json!({"person": {"name": {"firstName": format!("n{i}")}}}),
+                )
+            }),
+        )
+        .unwrap();
+    store
+        .apply_batch(&t, "web", RecordKind::Event, events_of(30, 3, 0))
+        .unwrap();
+    drop(store);
+    let store = ProfileStore::open(dir.path()).unwrap();
+    store
+        .apply_batch(&t, "web", RecordKind::Event, events_of(10, 1, 500))
+        .unwrap();
+    let policy = MergePolicy::default();
+    let before = all_profiles(&store, &policy);
+    assert_eq!(before.len(), 30);
+    drop(store);
+
+    // Rewrite the directory as the earlier version left it: both tables' entries in one.
+    {
+        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut legacy = txn.open_table(LEGACY_PERSONS).unwrap();
+            for entry in txn.open_table(HEADERS).unwrap().iter().unwrap() {
+                let (key, value) = entry.unwrap();
+                let mut legacy_key = key.value().to_vec();
+                legacy_key.extend_from_slice(&0u32.to_be_bytes());
+                legacy.insert(legacy_key.as_slice(), value.value()).unwrap();
+            }
+            for entry in txn.open_table(CHUNKS).unwrap().iter().unwrap() {
+                let (key, value) = entry.unwrap();
+                legacy.insert(key.value(), value.value()).unwrap();
+            }
+        }
+        txn.delete_table(HEADERS).unwrap();
+        txn.delete_table(CHUNKS).unwrap();
+        txn.commit().unwrap();
+    }
+
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert_eq!(all_profiles(&store, &policy), before);
+    let c7 = store.lookup(&t, "CRMID", "c-7", &policy).unwrap().unwrap();
+    assert_eq!(c7.attributes["person"]["name"]["firstName"], "n7");
+    assert_eq!(c7.events.len(), 4);
+    // Writes go on over the moved persons: more events, and a record linking two of them.
+    store
+        .apply_batch(&t, "web", RecordKind::Event, events_of(30, 1, 900))
+        .unwrap();
+    store
+        .apply_one(
+            &t,
+            "crm",
+            RecordKind::Profile,
+            record(
+                json!({"CRMID": [{"id": "c-1", "primary": true}, {"id": "c-2"}]}),
+                json!({}),
+            ),
+        )
+        .unwrap();
+    drop(store);
+    let store = ProfileStore::open(dir.path()).unwrap();
+    assert_eq!(store.profile_count(&t).unwrap(), 29);
+    let merged = store.lookup(&t, "CRMID", "c-2", &policy).unwrap().unwrap();
+    assert_eq!(
+        merged.events.len(),
+        10,
+        "c-1's and c-2's events: 4 + 1 each"
+    );
+    drop(store);
+    let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+    assert!(matches!(
+        db.begin_read().unwrap().open_table(LEGACY_PERSONS),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
 }
 
 /// A batch abandoned part-way links none of its identities, in memory or in the index's log; the
