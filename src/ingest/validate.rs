@@ -313,7 +313,7 @@ type TypedFieldsByName =
     HashMap<&'static [u8], Vec<(&'static [&'static str], Expect)>, ahash::RandomState>;
 
 /// [`TYPED_FIELDS`] by the name their path starts with, each with the rest of its path; without
-/// the timestamp, which [`prepare_event_text`] reads (with the same rule) before.
+/// the timestamp, which [`prepare_text`] reads (with the same rule) on its own.
 static TYPED_FIELDS_BY_FIRST_NAME: std::sync::LazyLock<TypedFieldsByName> =
     std::sync::LazyLock::new(|| {
         let mut by_first = TypedFieldsByName::default();
@@ -405,8 +405,8 @@ impl RawChunk {
     }
 
     /// Validates every row for `kind` and prepares it for the store, in order: each row's number
-    /// and the prepared row, or why it was rejected. Events given as JSON text take
-    /// the way of `prepare_event_text` (no `serde_json::Value`) when they can.
+    /// and the prepared row, or why it was rejected. Rows given as JSON text take
+    /// the way of `prepare_text` (no `serde_json::Value`) when they can.
     pub fn prepare<'a>(
         &'a self,
         kind: RecordKind,
@@ -415,11 +415,15 @@ impl RawChunk {
         let mut packed_body = Vec::new();
         let mut last_identities = LastIdentities::default();
         self.rows.iter().map(move |entry| {
-            if let (RecordKind::Event, RawEntry::Text(row, range)) = (kind, entry) {
+            if let RawEntry::Text(row, range) = entry {
                 let json = &self.text[range.clone()];
-                if let Some(prepared) =
-                    prepare_event_text(json, dataset_id, &mut packed_body, &mut last_identities)
-                {
+                if let Some(prepared) = prepare_text(
+                    kind,
+                    json,
+                    dataset_id,
+                    &mut packed_body,
+                    &mut last_identities,
+                ) {
                     return (*row, Ok(prepared));
                 }
             }
@@ -456,21 +460,28 @@ impl RawChunk {
     }
 }
 
-/// Checks and prepares an event from its JSON text without building a `serde_json::Value`: the
+/// Checks and prepares a row from its JSON text without building a `serde_json::Value`: the
 /// text is packed as it is parsed ([`packed::transcode_json`]) and the checks of
 /// [`validate_row`] and [`PreparedRow::new`] read the few fields they need from the packed bytes.
+/// An event keeps the packed bytes as its body; a record is printed back to compact JSON text
+/// from them ([`packed::write_json`]), as the slow way prints its parsed value.
 ///
 /// Returns `None` unless the row passes all of them; the caller then takes the slow way, which
 /// words the reason (or accepts the rare valid row this way leaves to it: one that repeats a key).
 /// So this way never accepts a row the slow way rejects, and its rows are byte for byte the slow
 /// way's (tested). `packed_body` is a buffer reused between rows.
-fn prepare_event_text(
+fn prepare_text(
+    kind: RecordKind,
     json: &[u8],
     dataset_id: &str,
     packed_body: &mut Vec<u8>,
     last_identities: &mut LastIdentities,
 ) -> Option<PreparedRow> {
-    if json.len() > MAX_EVENT_BYTES {
+    let limit = match kind {
+        RecordKind::Profile => MAX_RECORD_BYTES,
+        RecordKind::Event => MAX_EVENT_BYTES,
+    };
+    if json.len() > limit {
         return None;
     }
     packed_body.clear();
@@ -489,13 +500,8 @@ fn prepare_event_text(
     };
     let node_at = |path: &[&str]| packed_at(path).and_then(packed::node);
     let identities = last_identities.keys_of(packed_at(&["identityMap"])?)?;
-    let id = match node_at(&["_id"])? {
-        packed::Node::String(id) if !id.is_empty() => id,
-        _ => return None,
-    };
-    let timestamp_ms = timestamp_ms(node_at(&["timestamp"])?.into())?;
     // Each top-level entry is matched once against the typed fields under it, rather than every
-    // typed field looked for among the entries (most are absent from any one event).
+    // typed field looked for among the entries (most are absent from any one row).
     for (name, start) in &top {
         let Some(typed) = TYPED_FIELDS_BY_FIRST_NAME.get(name) else {
             continue;
@@ -508,16 +514,35 @@ fn prepare_event_text(
             }
         }
     }
-    Some(PreparedRow::packed_event(
-        dataset_id,
-        identities,
-        id,
-        timestamp_ms,
-        body,
-    ))
+    // The timestamp is checked apart (the map leaves it out): an event must have one and needs
+    // its value.
+    let timestamp = match node_at(&["timestamp"]) {
+        Some(node) => Some(timestamp_ms(node.into())?),
+        None => None,
+    };
+    match kind {
+        RecordKind::Event => {
+            let id = match node_at(&["_id"])? {
+                packed::Node::String(id) if !id.is_empty() => id,
+                _ => return None,
+            };
+            Some(PreparedRow::packed_event(
+                dataset_id, identities, id, timestamp?, body,
+            ))
+        }
+        RecordKind::Profile => {
+            // Checked above as a typed field: present means a valid date-time.
+            let effective_ts = node_at(&["extSourceSystemAudit", "lastUpdatedDate"])
+                .and_then(|node| timestamp_ms(node.into()));
+            let mut text = Vec::with_capacity(json.len());
+            packed::write_json(body, &mut text).ok()?;
+            let text = String::from_utf8(text).ok()?;
+            Some(PreparedRow::record(identities, effective_ts, text))
+        }
+    }
 }
 
-/// The identities of the last event [`prepare_event_text`] read, with the packed `identityMap`
+/// The identities of the last row [`prepare_text`] read, with the packed `identityMap`
 /// they came from: the next events of the same person (they come together) name the same ones
 /// and share them, rather than reading them again and allocating their keys per event.
 #[derive(Default)]
@@ -926,18 +951,15 @@ mod tests {
         assert!(validate_row(RecordKind::Profile, &row, MAX_EVENT_BYTES + 1).is_ok());
     }
 
-    /// The slow way of preparing an event row: parse, validate, prepare.
-    fn prepare_slowly(json: &str) -> Result<PreparedRow, String> {
+    /// The slow way of preparing a row: parse, validate, prepare.
+    fn prepare_slowly(kind: RecordKind, json: &str) -> Result<PreparedRow, String> {
         let value: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        validate_row(RecordKind::Event, &value, json.len())?;
-        PreparedRow::new(RecordKind::Event, "web", &value)
+        validate_row(kind, &value, json.len())?;
+        PreparedRow::new(kind, "web", &value)
     }
 
-    /// Events prepared straight from their text are those prepared from their parsed value, and
-    /// the fast way accepts no row the slow way rejects: on every generated event and on rows that
-    /// break each check.
-    #[test]
-    fn events_prepared_from_text_are_those_of_the_checked_way() {
+    /// The lines of the JSON Lines files of `kind` of a generated folder of 300 profiles.
+    fn generated_lines(kind: RecordKind) -> Vec<String> {
         let data = tempfile::tempdir().unwrap();
         let config = crate::ingest::generate::GenerateConfig {
             profiles: 300,
@@ -947,30 +969,94 @@ mod tests {
             first_index: 0,
         };
         let manifest = crate::ingest::generate::generate(&config, data.path(), &|| {}).unwrap();
-        let mut generated = Vec::new();
-        for dataset in manifest
-            .datasets
-            .iter()
-            .filter(|d| d.kind == RecordKind::Event)
-        {
-            for file in &dataset.files {
+        let mut lines = Vec::new();
+        for dataset in manifest.datasets.iter().filter(|d| d.kind == kind) {
+            for file in dataset.files.iter().filter(|f| f.ends_with(".jsonl")) {
                 let text = std::fs::read_to_string(data.path().join(file)).unwrap();
-                generated.extend(text.lines().map(str::to_owned));
+                lines.extend(text.lines().map(str::to_owned));
             }
         }
-        assert!(generated.len() > 1_000, "{} events", generated.len());
+        lines
+    }
+
+    /// Rows of `kind` prepared straight from their text are those prepared from their parsed
+    /// value, whenever the fast way takes them; returns how many it took.
+    fn assert_fast_way_agrees(kind: RecordKind, rows: &[String]) -> usize {
         let mut buffer = Vec::new();
-        // Shared by every row, as by the rows of a chunk: consecutive events of a person reuse
+        // Shared by every row, as by the rows of a chunk: consecutive rows of a person reuse
         // their identities, and no row may take another's.
         let mut last = LastIdentities::default();
-        for json in &generated {
-            let fast = prepare_event_text(json.as_bytes(), "web", &mut buffer, &mut last);
-            assert_eq!(
-                fast.ok_or_else(|| "fast way refused".to_owned()),
-                prepare_slowly(json),
-                "{json}"
-            );
+        let mut fast_ways = 0;
+        for json in rows {
+            if let Some(fast) = prepare_text(kind, json.as_bytes(), "web", &mut buffer, &mut last) {
+                fast_ways += 1;
+                assert_eq!(Ok(fast), prepare_slowly(kind, json), "{json}");
+            }
         }
+        fast_ways
+    }
+
+    /// Records prepared straight from their text are those prepared from their parsed value (the
+    /// same body text, byte for byte), and the fast way accepts no record the slow way rejects:
+    /// on every generated record and on records that break each check or are written unlike
+    /// serde_json would print them.
+    #[test]
+    fn records_prepared_from_text_are_those_of_the_checked_way() {
+        let generated = generated_lines(RecordKind::Profile);
+        assert!(generated.len() > 100, "{} records", generated.len());
+        assert_eq!(
+            assert_fast_way_agrees(RecordKind::Profile, &generated),
+            generated.len(),
+            "every generated record takes the fast way"
+        );
+
+        let ok = json!({"identityMap": {"CRMID": [{"id": "c-1", "primary": true}], "Email": [{"id": "a@b.c"}]},
+                        "person": {"name": {"firstName": "Ren\u{e9}e \"R\""}, "birthDate": "1990-02-03"},
+                        "loyalty": {"points": 1.5e3, "tier": "gold", "loyaltyID": ["x", "y"]},
+                        "extSourceSystemAudit": {"lastUpdatedDate": "2024-06-01T00:00:00Z"},
+                        "custom": {"n": [0, -7, 18446744073709551615u64, 0.1, -2.5e-8]}});
+        let broken = |pointer: &str, value: Value| {
+            let mut row = ok.clone();
+            *row.pointer_mut(pointer).unwrap() = value;
+            row.to_string()
+        };
+        let cases = [
+            ok.to_string(),
+            serde_json::to_string_pretty(&ok).unwrap(),
+            // Escapes, number spellings and spaces serde_json does not print.
+            r#"{ "identityMap" : {"CRMID": [{"id": "c-\u0032", "primary": true}]}, "a": "\/\u00e9", "b": [1E2, 1.50, -0.0, 12345678901234567890123] }"#.to_owned(),
+            broken("/extSourceSystemAudit/lastUpdatedDate", json!("yesterday")),
+            broken("/extSourceSystemAudit/lastUpdatedDate", json!(1717200000000i64)),
+            broken("/extSourceSystemAudit/lastUpdatedDate", json!(-5)),
+            broken("/person/birthDate", json!("03/02/1990")),
+            broken("/loyalty/points", json!("many")),
+            broken("/loyalty/loyaltyID", json!("x")),
+            broken("/identityMap", json!({})),
+            broken("/identityMap", json!({"CRMID": [{"id": "c-1", "primary": true}, {"id": "c-2", "primary": true}]})),
+            broken("/person/name", Value::Null),
+            broken("/custom", json!("x".repeat(MAX_RECORD_BYTES))),
+            r#"{"identityMap": {"CRMID": [{"id": "c-1"}]}, "a": 1, "a": 2}"#.to_owned(),
+            r#"{"identityMap": {"CRMID": [{"id": "c-1"}]}, "timestamp": "soon"}"#.to_owned(),
+            r#"{"identityMap": {"CRMID": [{"id": "c-1"}]}, "timestamp": "2024-06-01T00:00:00Z"}"#.to_owned(),
+            "[1, 2]".to_owned(),
+            "{\"identityMap\": ".to_owned(),
+        ];
+        // The valid rows other than the one with a repeated key took the fast way.
+        assert_eq!(assert_fast_way_agrees(RecordKind::Profile, &cases), 6);
+    }
+
+    /// Events prepared straight from their text are those prepared from their parsed value, and
+    /// the fast way accepts no row the slow way rejects: on every generated event and on rows that
+    /// break each check.
+    #[test]
+    fn events_prepared_from_text_are_those_of_the_checked_way() {
+        let generated = generated_lines(RecordKind::Event);
+        assert!(generated.len() > 1_000, "{} events", generated.len());
+        assert_eq!(
+            assert_fast_way_agrees(RecordKind::Event, &generated),
+            generated.len(),
+            "every generated event takes the fast way"
+        );
 
         let ok = json!({"_id": "e1", "timestamp": "2024-06-01T00:00:00Z", "eventType": "x",
                         "identityMap": {"ECID": [{"id": ECID, "primary": true}]},
@@ -1012,22 +1098,16 @@ mod tests {
             "[1, 2]".to_owned(),
             "{\"_id\": ".to_owned(),
         ];
-        let mut fast_ways = 0;
-        for json in &cases {
-            let slow = prepare_slowly(json);
-            if let Some(fast) = prepare_event_text(json.as_bytes(), "web", &mut buffer, &mut last) {
-                fast_ways += 1;
-                assert_eq!(Ok(fast), slow, "{json}");
-            }
-        }
         // The valid rows other than the one with a repeated key took the fast way.
-        assert_eq!(fast_ways, 8);
+        assert_eq!(assert_fast_way_agrees(RecordKind::Event, &cases), 8);
         // The valid row with its "é" broken into bytes that are not UTF-8.
         let mut not_utf8 = ok.to_string().into_bytes();
         let accent = not_utf8.iter().position(|&b| b == 0xc3).unwrap();
         not_utf8[accent] = 0xff;
+        let mut buffer = Vec::new();
+        let mut last = LastIdentities::default();
         assert_eq!(
-            prepare_event_text(&not_utf8, "web", &mut buffer, &mut last),
+            prepare_text(RecordKind::Event, &not_utf8, "web", &mut buffer, &mut last),
             None
         );
     }

@@ -102,9 +102,10 @@ impl PreparedRow {
                     })
                     .transpose()?;
                 let body = serde_json::to_string(row).map_err(|error| error.to_string())?;
-                Ok(Self::with_identities(
+                Ok(Self::record(
                     IdentityKeys::new(&identities),
-                    PreparedContent::Record { effective_ts, body },
+                    effective_ts,
+                    body,
                 ))
             }
             RecordKind::Event => {
@@ -126,6 +127,13 @@ impl PreparedRow {
                 ))
             }
         }
+    }
+
+    /// Prepares a record with its identities (as [`identity::row_identities`] gives them), its
+    /// `extSourceSystemAudit.lastUpdatedDate` in epoch milliseconds if it has one, and its JSON
+    /// text as `serde_json::to_string` prints it.
+    pub fn record(identities: IdentityKeys, effective_ts: Option<i64>, body: String) -> Self {
+        Self::with_identities(identities, PreparedContent::Record { effective_ts, body })
     }
 
     /// Prepares an event whose body is already packed (`crate::store::profiles::packed`), with
