@@ -23,7 +23,7 @@
 
 use super::ProfileStoreError;
 use super::packed;
-use super::segments::ChunkLocation;
+use super::segments::SegmentLocation;
 
 /// The version byte of person headers.
 const HEADER_VERSION: u8 = 1;
@@ -35,9 +35,10 @@ const PACKED_CHUNK_VERSION: u8 = 2;
 const SEALED_HEADER_VERSION: u8 = 2;
 /// The version byte of a sealed (compressed) event chunk of [`PACKED_CHUNK_VERSION`].
 const SEALED_CHUNK_VERSION: u8 = 3;
-/// The version byte of a pointer to a sealed event chunk kept in a segment file
-/// ([`super::segments`]): the segment id (`u32`), the offset (`u64`) and the length (`u32`).
-const SEGMENT_CHUNK_VERSION: u8 = 4;
+/// The version byte of a pointer to a sealed value (an event chunk or a person header) kept in a
+/// segment file ([`super::segments`]): the segment id (`u32`), the offset (`u64`) and the length
+/// (`u32`).
+const SEGMENT_POINTER_VERSION: u8 = 4;
 /// The largest plain value a sealed one may claim, so a damaged length cannot ask for a huge
 /// allocation (a person's values are far smaller: chunks are compacted past 16).
 const MAX_PLAIN_BYTES: usize = 1 << 30;
@@ -286,27 +287,29 @@ pub(crate) fn open_chunk(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Pr
     unseal(stored, SEALED_CHUNK_VERSION, PACKED_CHUNK_VERSION)
 }
 
-/// The stored value of an event chunk kept in a segment file at `location`.
-pub(crate) fn encode_chunk_location(location: ChunkLocation) -> [u8; 17] {
+/// The stored value of an event chunk or person header kept in a segment file at `location`.
+pub(crate) fn encode_segment_location(location: SegmentLocation) -> [u8; 17] {
     let mut value = [0; 17];
-    value[0] = SEGMENT_CHUNK_VERSION;
+    value[0] = SEGMENT_POINTER_VERSION;
     value[1..5].copy_from_slice(&location.segment.to_le_bytes());
     value[5..13].copy_from_slice(&location.offset.to_le_bytes());
     value[13..].copy_from_slice(&location.len.to_le_bytes());
     value
 }
 
-/// Where the stored event chunk `stored` lies in a segment file, or `None` for a chunk kept in
-/// the B-tree itself.
-pub(crate) fn chunk_location(stored: &[u8]) -> Result<Option<ChunkLocation>, ProfileStoreError> {
+/// Where the stored event chunk or person header `stored` lies in a segment file, or `None` for
+/// a value kept in the B-tree itself.
+pub(crate) fn segment_location(
+    stored: &[u8],
+) -> Result<Option<SegmentLocation>, ProfileStoreError> {
     match stored.split_first() {
-        Some((&SEGMENT_CHUNK_VERSION, rest)) => {
+        Some((&SEGMENT_POINTER_VERSION, rest)) => {
             let rest: &[u8; 16] = rest.try_into().map_err(|_| {
                 ProfileStoreError::Corrupt("segment chunk pointer of the wrong length".into())
             })?;
             let (segment, rest) = rest.split_at(4);
             let (offset, len) = rest.split_at(8);
-            Ok(Some(ChunkLocation {
+            Ok(Some(SegmentLocation {
                 segment: u32::from_le_bytes(segment.try_into().expect("4 bytes")),
                 offset: u64::from_le_bytes(offset.try_into().expect("8 bytes")),
                 len: u32::from_le_bytes(len.try_into().expect("4 bytes")),
@@ -455,16 +458,16 @@ mod tests {
 
     #[test]
     fn chunk_locations_round_trip_and_inline_chunks_have_none() {
-        let location = ChunkLocation {
+        let location = SegmentLocation {
             segment: 7,
             offset: (1 << 33) + 5,
             len: 123_456,
         };
-        let stored = encode_chunk_location(location);
-        assert_eq!(chunk_location(&stored).unwrap(), Some(location));
-        assert!(chunk_location(&stored[..16]).is_err());
+        let stored = encode_segment_location(location);
+        assert_eq!(segment_location(&stored).unwrap(), Some(location));
+        assert!(segment_location(&stored[..16]).is_err());
         let inline = seal_chunk(&new_chunk().bytes);
-        assert_eq!(chunk_location(&inline).unwrap(), None);
+        assert_eq!(segment_location(&inline).unwrap(), None);
     }
 
     #[test]

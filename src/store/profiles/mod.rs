@@ -44,11 +44,11 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `profile_tenants` | `org \n sandbox` | tenant id `u32` |
-//! | `profile_headers` | tenant · person `u64` | person header (identities, record fragments) |
+//! | `profile_headers` | tenant · person `u64` | person header (identities, record fragments), or a pointer to it in a segment file |
 //! | `profile_chunks` | tenant · person `u64` · seq `u32` (from 1) | event chunks, or pointers to chunks in segment files |
 //! | `profile_meta` | tenant · tag [· dataset, partition or segment] | counters: next person id, person count, rows per dataset, batch sequence, last write per partition, the segment log's end, live bytes per segment |
 //!
-//! The event chunks of large flushes (bulk loads) live in append-only segment files in
+//! The event chunks and headers of large flushes (bulk loads) live in append-only segment files in
 //! [`SEGMENTS_DIR`] beside the database (`store/profiles/segments.rs`), and the identity graph's
 //! index in memory with its log in one of [`IDENTITY_INDEX_FILES`] (`store/profiles/identity_index.rs`).
 //!
@@ -107,7 +107,7 @@ pub use merge::{
 use prepare::PreparedContent;
 pub use prepare::{IdentityKeys, PreparedRow};
 pub use segments::SEGMENTS_DIR;
-use segments::{ChunkLocation, LogEnd, LogWrite, SegmentLog};
+use segments::{LogEnd, LogWrite, SegmentLocation, SegmentLog};
 
 /// The file name of the store inside its directory.
 pub const DB_FILE: &str = "profiles.redb";
@@ -655,7 +655,7 @@ impl ProfileStore {
                 "identity points at missing person {person_id}"
             )));
         };
-        let header = codec::decode_header(header.value())?;
+        let header = open_header(&self.segments, header.value())?;
         if header.identities.len() > merge::MAX_GRAPH_IDENTITIES {
             return Err(ProfileStoreError::GraphTooLarge(header.identities.len()));
         }
@@ -711,32 +711,40 @@ impl ProfileStore {
         let half_dead = {
             let mut tables = Tables::open(&txn)?;
             let half_dead = self.half_dead_segments(&tables.meta)?;
-            // The pointers into them: one pass over every event chunk.
+            // The pointers into them: one pass over every header and event chunk, each noted with
+            // whether it is a header.
             let mut moving = Vec::new();
-            for entry in tables.chunks.iter()? {
-                let (key, value) = entry?;
-                if let Some(location) = codec::chunk_location(value.value())?
-                    && half_dead.contains_key(&location.segment)
-                {
-                    moving.push((key.value().to_vec(), location));
+            for (is_header, table) in [(true, &tables.headers), (false, &tables.chunks)] {
+                for entry in table.iter()? {
+                    let (key, value) = entry?;
+                    if let Some(location) = codec::segment_location(value.value())?
+                        && half_dead.contains_key(&location.segment)
+                    {
+                        moving.push((is_header, key.value().to_vec(), location));
+                    }
                 }
             }
             let mut copied = Vec::new();
             let mut keys = Vec::new();
-            for (index, (key, location)) in moving.iter().enumerate() {
+            for (index, (is_header, key, location)) in moving.iter().enumerate() {
                 let start = copied.len() as u64;
                 self.segments.read_into(*location, &mut copied)?;
-                keys.push((key.as_slice(), start, location.len));
+                keys.push((*is_header, key.as_slice(), start, location.len));
                 if copied.len() >= RECLAIM_APPEND_BYTES || index + 1 == moving.len() {
-                    let (segment, base) = tables.append_chunks(&mut log_write, &copied)?;
-                    for (key, start, len) in keys.drain(..) {
+                    let (segment, base) = tables.append_sealed(&mut log_write, &copied)?;
+                    for (is_header, key, start, len) in keys.drain(..) {
                         let offset = base + start;
-                        let location = ChunkLocation {
+                        let pointer = codec::encode_segment_location(SegmentLocation {
                             segment,
                             offset,
                             len,
+                        });
+                        let table = if is_header {
+                            &mut tables.headers
+                        } else {
+                            &mut tables.chunks
                         };
-                        tables.insert_chunk_pointer(key, location)?;
+                        table.insert(key, pointer.as_slice())?;
                     }
                     report.bytes_moved += copied.len() as u64;
                     copied.clear();
@@ -798,7 +806,7 @@ impl ProfileStore {
             let Some(person_id) = index_write.get(IdentityHash::of(tenant_id, &key)) else {
                 return Ok(false);
             };
-            let header = tables.read_header(tenant_id, person_id)?;
+            let header = tables.read_header(&self.segments, tenant_id, person_id)?;
             for identity in &header.identities {
                 index_write.remove(IdentityHash::of(tenant_id, identity));
             }
@@ -806,9 +814,7 @@ impl ProfileStore {
             for seq in 1..=last_seq {
                 tables.remove_chunk(&chunk_key(tenant_id, person_id, seq))?;
             }
-            tables
-                .headers
-                .remove(header_key(tenant_id, person_id).as_slice())?;
+            tables.remove_header(tenant_id, person_id)?;
             tables.bump(&meta_key(tenant_id, TAG_PERSON_COUNT, ""), -1)?;
             let write_seq = tables.bump(&meta_key(GLOBAL, TAG_BATCH_SEQ, ""), 1)?;
             tables.mark_partition(
@@ -934,7 +940,7 @@ where
             }
             person_chunks.push(chunk);
         }
-        let header = codec::decode_header(header.value())?;
+        let header = open_header(segments, header.value())?;
         if header.identities.len() > merge::MAX_GRAPH_IDENTITIES {
             skipped += 1;
             continue;
@@ -1060,21 +1066,25 @@ impl<'txn> Tables<'txn> {
         let Some(value) = self.chunks.remove(key)?.map(|v| v.value().to_vec()) else {
             return Ok(None);
         };
-        if let Some(location) = codec::chunk_location(&value)? {
+        if let Some(location) = codec::segment_location(&value)? {
             self.add_segment_live(location.segment, -i64::from(location.len))?;
         }
         Ok(Some(value))
     }
 
-    /// Appends sealed chunks, back to back, to the segment log and counts them as live there;
-    /// returns the segment and offset where they start.
-    fn append_chunks(
+    /// Appends sealed values (event chunks or person headers), back to back, to the segment log
+    /// and counts them as live there; returns the segment and offset where they start. Nothing
+    /// is appended for no values (the start returned then is no place: nothing looks it up).
+    fn append_sealed(
         &mut self,
         log_write: &mut LogWrite<'_>,
-        chunks: &[u8],
+        values: &[u8],
     ) -> Result<(u32, u64), ProfileStoreError> {
-        let (segment, start) = log_write.append(chunks)?;
-        self.add_segment_live(segment, chunks.len() as i64)?;
+        if values.is_empty() {
+            return Ok((0, 0));
+        }
+        let (segment, start) = log_write.append(values)?;
+        self.add_segment_live(segment, values.len() as i64)?;
         Ok((segment, start))
     }
 
@@ -1082,10 +1092,10 @@ impl<'txn> Tables<'txn> {
     fn insert_chunk_pointer(
         &mut self,
         key: &[u8],
-        location: ChunkLocation,
+        location: SegmentLocation,
     ) -> Result<(), ProfileStoreError> {
         self.chunks
-            .insert(key, codec::encode_chunk_location(location).as_slice())?;
+            .insert(key, codec::encode_segment_location(location).as_slice())?;
         Ok(())
     }
 
@@ -1156,8 +1166,10 @@ impl<'txn> Tables<'txn> {
         }
     }
 
+    /// Reads a person's header, from the segment log when it is kept there.
     fn read_header(
         &self,
+        segments: &SegmentLog,
         tenant_id: u32,
         person_id: u64,
     ) -> Result<PersonHeader, ProfileStoreError> {
@@ -1165,11 +1177,47 @@ impl<'txn> Tables<'txn> {
             .headers
             .get(header_key(tenant_id, person_id).as_slice())?
         {
-            Some(bytes) => codec::decode_header(bytes.value()),
+            Some(stored) => open_header(segments, stored.value()),
             None => Err(ProfileStoreError::Corrupt(format!(
                 "identity points at missing person {person_id}"
             ))),
         }
+    }
+
+    /// Stores a person's header: sealed, or a pointer to it in the segment log. A header it
+    /// replaces that was kept in a segment file stops counting as live there.
+    fn put_header(
+        &mut self,
+        tenant_id: u32,
+        person_id: u64,
+        stored: &[u8],
+    ) -> Result<(), ProfileStoreError> {
+        let replaced = match self
+            .headers
+            .insert(header_key(tenant_id, person_id).as_slice(), stored)?
+        {
+            Some(old) => codec::segment_location(old.value())?,
+            None => None,
+        };
+        if let Some(location) = replaced {
+            self.add_segment_live(location.segment, -i64::from(location.len))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a person's header; one kept in a segment file stops counting as live there.
+    fn remove_header(&mut self, tenant_id: u32, person_id: u64) -> Result<(), ProfileStoreError> {
+        let removed = match self
+            .headers
+            .remove(header_key(tenant_id, person_id).as_slice())?
+        {
+            Some(old) => codec::segment_location(old.value())?,
+            None => None,
+        };
+        if let Some(location) = removed {
+            self.add_segment_live(location.segment, -i64::from(location.len))?;
+        }
+        Ok(())
     }
 }
 
@@ -1403,7 +1451,9 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             .expect("person is loaded")
             .header_read;
         if !read {
-            let header = self.tables.read_header(self.tenant_id, person_id)?;
+            let header = self
+                .tables
+                .read_header(self.segments.log(), self.tenant_id, person_id)?;
             let person = self.pending.get_mut(&person_id).expect("person is loaded");
             person.header = header;
             person.header_read = true;
@@ -1443,9 +1493,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                 .chunks
                 .insert(new_key.as_slice(), chunk.as_slice())?;
         }
-        self.tables
-            .headers
-            .remove(header_key(self.tenant_id, source).as_slice())?;
+        self.tables.remove_header(self.tenant_id, source)?;
         self.touched_partitions
             .insert(source / self.partition_persons);
         target_person.header.chunk_count = target_person.last_seq;
@@ -1478,35 +1526,36 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             }
         }
         let sealed = seal_persons(&mut pending, &mut self.seal_buffers);
-        let chunk_bytes: usize = self.seal_buffers.iter().map(|b| b.chunks.len()).sum();
-        // Per seal buffer, where its chunks start in the segment files.
-        let mut segment_starts = Vec::new();
-        if chunk_bytes > 0 && chunk_bytes >= self.segment_min_bytes {
+        let sealed_bytes: usize = self
+            .seal_buffers
+            .iter()
+            .map(|b| b.chunks.len() + b.headers.len())
+            .sum();
+        // Per seal buffer, where its chunks and its headers start in the segment files.
+        let mut chunk_starts = Vec::new();
+        let mut header_starts = Vec::new();
+        if sealed_bytes > 0 && sealed_bytes >= self.segment_min_bytes {
             for buffer in &self.seal_buffers {
-                // A buffer without chunks (its persons only had records) is not appended: none
-                // of its persons looks its start up.
-                if buffer.chunks.is_empty() {
-                    segment_starts.push((0, 0));
-                    continue;
-                }
-                segment_starts.push(self.tables.append_chunks(self.segments, &buffer.chunks)?);
+                chunk_starts.push(self.tables.append_sealed(self.segments, &buffer.chunks)?);
+                header_starts.push(self.tables.append_sealed(self.segments, &buffer.headers)?);
             }
         }
+        // Where the value at `range` of a seal buffer's bytes lies in the segment files.
+        let located = |starts: &[(u32, u64)], buffer: usize, range: &std::ops::Range<usize>| {
+            starts.get(buffer).map(|&(segment, start)| SegmentLocation {
+                segment,
+                offset: start + range.start as u64,
+                len: range.len() as u32,
+            })
+        };
         for ((person_id, mut person), sealed) in pending.into_iter().zip(sealed) {
             self.touched_partitions
                 .insert(person_id / self.partition_persons);
             let buffer = &self.seal_buffers[sealed.buffer];
             if let Some(chunk) = sealed.chunk {
                 let key = chunk_key(self.tenant_id, person_id, person.last_seq);
-                match segment_starts.get(sealed.buffer) {
-                    Some(&(segment, start)) => {
-                        let location = ChunkLocation {
-                            segment,
-                            offset: start + chunk.start as u64,
-                            len: chunk.len() as u32,
-                        };
-                        self.tables.insert_chunk_pointer(&key, location)?;
-                    }
+                match located(&chunk_starts, sealed.buffer, &chunk) {
+                    Some(location) => self.tables.insert_chunk_pointer(&key, location)?,
                     None => {
                         self.tables
                             .chunks
@@ -1529,17 +1578,26 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             if !person.header_read {
                 continue;
             }
-            let key = header_key(self.tenant_id, person_id);
+            let tenant_id = self.tenant_id;
             match sealed.header {
-                Some(header) => self
-                    .tables
-                    .headers
-                    .insert(key.as_slice(), &buffer.headers[header])?,
-                None => self.tables.headers.insert(
-                    key.as_slice(),
-                    codec::encode_header(&person.header).as_slice(),
+                Some(header) => match located(&header_starts, sealed.buffer, &header) {
+                    Some(location) => self.tables.put_header(
+                        tenant_id,
+                        person_id,
+                        &codec::encode_segment_location(location),
+                    )?,
+                    None => {
+                        self.tables
+                            .put_header(tenant_id, person_id, &buffer.headers[header])?
+                    }
+                },
+                // Compaction changed the header after it was sealed.
+                None => self.tables.put_header(
+                    tenant_id,
+                    person_id,
+                    &codec::encode_header(&person.header),
                 )?,
-            };
+            }
         }
         self.pending_bytes = 0;
         Ok(())
@@ -1689,7 +1747,7 @@ fn compact_chunks(
     }
     let mut in_segments = false;
     for chunk in &stored {
-        in_segments |= codec::chunk_location(chunk)?.is_some();
+        in_segments |= codec::segment_location(chunk)?.is_some();
     }
     let opened = open_chunks(
         segments.log(),
@@ -1718,9 +1776,9 @@ fn compact_chunks(
     let sealed = codec::seal_chunk(&compacted.bytes);
     let key = chunk_key(tenant_id, person_id, 1);
     if in_segments {
-        let (segment, offset) = tables.append_chunks(segments, &sealed)?;
+        let (segment, offset) = tables.append_sealed(segments, &sealed)?;
         let len = sealed.len() as u32;
-        let location = ChunkLocation {
+        let location = SegmentLocation {
             segment,
             offset,
             len,
@@ -1732,6 +1790,14 @@ fn compact_chunks(
     Ok(count)
 }
 
+/// Decodes a stored person header, read from its segment file first when it is kept in one.
+fn open_header(segments: &SegmentLog, stored: &[u8]) -> Result<PersonHeader, ProfileStoreError> {
+    match codec::segment_location(stored)? {
+        Some(location) => codec::decode_header(&segments.read(location)?),
+        None => codec::decode_header(stored),
+    }
+}
+
 /// The chunks [`codec::decode_chunk`] reads from stored chunk values: those kept in segment
 /// files are read from them first.
 fn open_chunks<'v>(
@@ -1740,7 +1806,7 @@ fn open_chunks<'v>(
 ) -> Result<Vec<std::borrow::Cow<'v, [u8]>>, ProfileStoreError> {
     stored
         .into_iter()
-        .map(|value| match codec::chunk_location(value)? {
+        .map(|value| match codec::segment_location(value)? {
             Some(location) => {
                 let sealed = segments.read(location)?;
                 Ok(std::borrow::Cow::Owned(

@@ -1,4 +1,5 @@
-//! Event chunks of large writes, kept in append-only segment files beside the B-tree.
+//! Event chunks and person headers of large writes, kept in append-only segment files beside
+//! the B-tree.
 //!
 //! # Why
 //!
@@ -9,6 +10,11 @@
 //! load: page copies, evictions, zeroed fresh pages and cache reads). A segment file takes a
 //! flush's chunks in one sequential `write`; the B-tree keeps a 17-byte pointer per chunk, so it
 //! stays small enough for the cache.
+//!
+//! Person headers of large writes go the same way, for the same reason: the records of a bulk
+//! load are hundreds of megabytes of headers (800 bytes each for generated CRM records), which in
+//! the B-tree spilled out of the cache, were read back and checksummed at commit, and made up
+//! half of the writing thread's time over 500k records.
 //!
 //! Writes of fewer bytes (a streamed event, a small batch) keep their chunks in the B-tree:
 //! a pointer would cost a file read per chunk for no gain.
@@ -24,9 +30,9 @@
 //!
 //! # Space
 //!
-//! A chunk that compaction rewrites, or whose person is deleted, stays in its segment as dead
-//! bytes. The store counts each segment's live bytes (in `profile_meta`, with the writes that
-//! change them), and reclaims a full segment once half of it is dead: its live chunks are copied
+//! A chunk that compaction rewrites, a header that a later write replaces, or the values of a
+//! deleted person stay in their segment as dead bytes. The store counts each segment's live bytes (in `profile_meta`, with the writes that
+//! change them), and reclaims a full segment once half of it is dead: its live values are copied
 //! to the active segment and re-pointed in one write, then the file is removed
 //! ([`SegmentLog::retire`]). Read snapshots taken before keep reading the removed file through
 //! the handle the log holds open for them.
@@ -55,9 +61,9 @@ pub(crate) struct LogEnd {
     pub end: u64,
 }
 
-/// Where a chunk lies in the segment log.
+/// Where a sealed value (an event chunk or a person header) lies in the segment log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ChunkLocation {
+pub(crate) struct SegmentLocation {
     /// The id of its segment.
     pub segment: u32,
     /// Its first byte in the segment.
@@ -150,14 +156,14 @@ impl SegmentLog {
     }
 
     /// Reads a chunk written by a committed write (or by the write in progress).
-    pub fn read(&self, location: ChunkLocation) -> io::Result<Vec<u8>> {
+    pub fn read(&self, location: SegmentLocation) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
         self.read_into(location, &mut bytes)?;
         Ok(bytes)
     }
 
     /// Appends a chunk, read as [`SegmentLog::read`] does, to `out`.
-    pub fn read_into(&self, location: ChunkLocation, out: &mut Vec<u8>) -> io::Result<()> {
+    pub fn read_into(&self, location: SegmentLocation, out: &mut Vec<u8>) -> io::Result<()> {
         let file = self.reader(location.segment)?;
         let start = out.len();
         out.resize(start + location.len as usize, 0);
@@ -353,7 +359,7 @@ mod tests {
     use super::*;
 
     fn read(log: &SegmentLog, segment: u32, offset: u64, len: u32) -> Vec<u8> {
-        log.read(ChunkLocation {
+        log.read(SegmentLocation {
             segment,
             offset,
             len,
