@@ -119,6 +119,12 @@ impl serde::Serialize for AsJson<'_> {
 }
 
 fn varint(value: u64, out: &mut Vec<u8>) {
+    // Most varints (string lengths, item counts) take one byte: pushed, where copying a slice of
+    // a length known only at run time was a call to memcpy (perf: a tenth of the packing time).
+    if value < 0x80 {
+        out.push(value as u8);
+        return;
+    }
     let mut bytes = [0u8; 10];
     let length = varint_into(value, &mut bytes);
     out.extend_from_slice(&bytes[..length]);
@@ -554,6 +560,13 @@ fn close_container(
 ) -> Result<(), std::num::TryFromIntError> {
     let count_at = length_at + 4;
     let items_at = count_at + COUNT_SLOT;
+    if COUNT_SLOT == 1 && count < 0x80 {
+        // The count fills the slot (the usual case): no copy of a slice of unknown length.
+        out[count_at] = count as u8;
+        let length = u32::try_from(out.len() - count_at)?;
+        out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
+        return Ok(());
+    }
     let mut count_bytes = [0u8; 10];
     let count_len = varint_into(count as u64, &mut count_bytes);
     if count_len > COUNT_SLOT {
