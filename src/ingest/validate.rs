@@ -412,18 +412,11 @@ impl RawChunk {
         kind: RecordKind,
         dataset_id: &'a str,
     ) -> impl Iterator<Item = (usize, Result<PreparedRow, String>)> + 'a {
-        let mut packed_body = Vec::new();
-        let mut last_identities = LastIdentities::default();
+        let mut buffers = PrepareBuffers::default();
         self.rows.iter().map(move |entry| {
             if let RawEntry::Text(row, range) = entry {
                 let json = &self.text[range.clone()];
-                if let Some(prepared) = prepare_text(
-                    kind,
-                    json,
-                    dataset_id,
-                    &mut packed_body,
-                    &mut last_identities,
-                ) {
+                if let Some(prepared) = prepare_text(kind, json, dataset_id, &mut buffers) {
                     return (*row, Ok(prepared));
                 }
             }
@@ -469,14 +462,18 @@ impl RawChunk {
 /// Returns `None` unless the row passes all of them; the caller then takes the slow way, which
 /// words the reason (or accepts the rare valid row this way leaves to it: one that repeats a key).
 /// So this way never accepts a row the slow way rejects, and its rows are byte for byte the slow
-/// way's (tested). `packed_body` is a buffer reused between rows.
+/// way's (tested).
 fn prepare_text(
     kind: RecordKind,
     json: &[u8],
     dataset_id: &str,
-    packed_body: &mut Vec<u8>,
-    last_identities: &mut LastIdentities,
+    buffers: &mut PrepareBuffers,
 ) -> Option<PreparedRow> {
+    let PrepareBuffers {
+        packed_body,
+        transcode,
+        last_identities,
+    } = buffers;
     let limit = match kind {
         RecordKind::Profile => MAX_RECORD_BYTES,
         RecordKind::Event => MAX_EVENT_BYTES,
@@ -485,24 +482,26 @@ fn prepare_text(
         return None;
     }
     packed_body.clear();
-    let flags = packed::transcode_json(json, packed_body).ok()?;
+    // Text the lexer does not plainly take goes the slow way, which words what is wrong.
+    let text = std::str::from_utf8(json).ok()?;
+    let flags = packed::transcode_text(text, packed_body, transcode)?;
     if flags.has_null || flags.has_duplicate_key {
         return None;
     }
     let body = packed_body.as_slice();
-    // The row's top-level entries, read once: every checked path starts among them.
-    let mut top: Vec<(&[u8], &[u8])> = Vec::with_capacity(32);
-    top.extend(packed::fields(body)?);
+    // The row's top-level entries, noted as they were packed: every checked path starts among
+    // them. (A row that is not an object has none, so no identityMap.)
+    let top = || transcode.top_fields(body);
     let packed_at = |path: &[&str]| -> Option<&[u8]> {
         let (first, rest) = path.split_first()?;
-        let (_, start) = top.iter().find(|(name, _)| *name == first.as_bytes())?;
+        let (_, start) = top().find(|(name, _)| *name == first.as_bytes())?;
         packed::field_at(start, rest)
     };
     let node_at = |path: &[&str]| packed_at(path).and_then(packed::node);
     let identities = last_identities.keys_of(packed_at(&["identityMap"])?)?;
     // Each top-level entry is matched once against the typed fields under it, rather than every
     // typed field looked for among the entries (most are absent from any one row).
-    for (name, start) in &top {
+    for (name, start) in top() {
         let Some(typed) = TYPED_FIELDS_BY_FIRST_NAME.get(name) else {
             continue;
         };
@@ -540,6 +539,17 @@ fn prepare_text(
             Some(PreparedRow::record(identities, effective_ts, text))
         }
     }
+}
+
+/// What [`prepare_text`] reuses from row to row.
+#[derive(Default)]
+struct PrepareBuffers {
+    /// The packed row.
+    packed_body: Vec<u8>,
+    /// The lexer's buffers, and the top-level entries of the row.
+    transcode: packed::TranscodeScratch,
+    /// The identities of the last row.
+    last_identities: LastIdentities,
 }
 
 /// The identities of the last row [`prepare_text`] read, with the packed `identityMap`
@@ -982,13 +992,12 @@ mod tests {
     /// Rows of `kind` prepared straight from their text are those prepared from their parsed
     /// value, whenever the fast way takes them; returns how many it took.
     fn assert_fast_way_agrees(kind: RecordKind, rows: &[String]) -> usize {
-        let mut buffer = Vec::new();
         // Shared by every row, as by the rows of a chunk: consecutive rows of a person reuse
-        // their identities, and no row may take another's.
-        let mut last = LastIdentities::default();
+        // their identities, and no row may take another's (nor its top-level entries).
+        let mut buffers = PrepareBuffers::default();
         let mut fast_ways = 0;
         for json in rows {
-            if let Some(fast) = prepare_text(kind, json.as_bytes(), "web", &mut buffer, &mut last) {
+            if let Some(fast) = prepare_text(kind, json.as_bytes(), "web", &mut buffers) {
                 fast_ways += 1;
                 assert_eq!(Ok(fast), prepare_slowly(kind, json), "{json}");
             }
@@ -1104,10 +1113,13 @@ mod tests {
         let mut not_utf8 = ok.to_string().into_bytes();
         let accent = not_utf8.iter().position(|&b| b == 0xc3).unwrap();
         not_utf8[accent] = 0xff;
-        let mut buffer = Vec::new();
-        let mut last = LastIdentities::default();
         assert_eq!(
-            prepare_text(RecordKind::Event, &not_utf8, "web", &mut buffer, &mut last),
+            prepare_text(
+                RecordKind::Event,
+                &not_utf8,
+                "web",
+                &mut PrepareBuffers::default()
+            ),
             None
         );
     }

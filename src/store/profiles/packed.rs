@@ -207,7 +207,7 @@ pub fn transcode_json(json: &[u8], out: &mut Vec<u8>) -> Result<TranscodeFlags, 
     let start = out.len();
     match std::str::from_utf8(json) {
         Ok(text) => {
-            if let Some(flags) = TextTranscoder::transcode(text, out) {
+            if let Some(flags) = transcode_text(text, out, &mut TranscodeScratch::default()) {
                 return Ok(flags);
             }
             out.truncate(start);
@@ -247,36 +247,67 @@ fn plain_run(bytes: &[u8]) -> usize {
 /// too deep.
 const TEXT_TRANSCODER_DEPTH: usize = 100;
 
-/// The lexer of [`transcode_json`]: JSON text (valid UTF-8) straight to packed bytes, giving up
+/// Packs JSON text straight into `out` by the lexer of [`transcode_json`] alone: `None` (and
+/// `out` left with partial bytes) when the lexer does not plainly take the text, where
+/// [`transcode_json`] would try serde_json. `scratch` keeps its buffers from call to call, and
+/// the entries of a top-level object ([`TranscodeScratch::top_fields`]).
+///
+/// Why: batch ingestion packs millions of rows and then reads a few top-level fields of each;
+/// noting them as they are written spares a walk over the packed row, and reused buffers spare
+/// allocations per row.
+pub fn transcode_text(
+    text: &str,
+    out: &mut Vec<u8>,
+    scratch: &mut TranscodeScratch,
+) -> Option<TranscodeFlags> {
+    scratch.keys.clear();
+    scratch.top.clear();
+    let mut transcoder = TextTranscoder {
+        text: text.as_bytes(),
+        at: 0,
+        out,
+        flags: TranscodeFlags::default(),
+        scratch,
+    };
+    transcoder.value(0)?;
+    transcoder.skip_whitespace();
+    (transcoder.at == transcoder.text.len()).then_some(transcoder.flags)
+}
+
+/// Buffers of [`transcode_text`], kept between calls.
+#[derive(Debug, Default)]
+pub struct TranscodeScratch {
+    /// Byte ranges in `out` of the keys of the objects being transcoded, innermost last.
+    keys: Vec<std::ops::Range<usize>>,
+    /// Where a string with escapes is unescaped.
+    unescaped: Vec<u8>,
+    /// The entries of the top-level object: each key's bytes and its packed value, as byte
+    /// ranges of `out`.
+    top: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl TranscodeScratch {
+    /// The entries of the top-level object of the last [`transcode_text`] that succeeded, as
+    /// (key bytes, packed value) in `out`: what [`fields`] reads from it; none when the value
+    /// was not an object.
+    pub fn top_fields<'b>(&self, out: &'b [u8]) -> impl Iterator<Item = (&'b [u8], &'b [u8])> {
+        self.top
+            .iter()
+            .map(|(key, value)| (&out[key.clone()], &out[value.clone()]))
+    }
+}
+
+/// The lexer of [`transcode_text`]: JSON text (valid UTF-8) straight to packed bytes, giving up
 /// (`None`) on anything that is not plainly valid JSON.
 struct TextTranscoder<'a> {
     text: &'a [u8],
     at: usize,
     out: &'a mut Vec<u8>,
     flags: TranscodeFlags,
-    /// Byte ranges in `out` of the keys of the objects being transcoded, innermost last.
-    keys: Vec<std::ops::Range<usize>>,
-    /// Where a string with escapes is unescaped.
-    unescaped: Vec<u8>,
+    scratch: &'a mut TranscodeScratch,
 }
 
 impl<'a> TextTranscoder<'a> {
-    fn transcode(text: &'a str, out: &'a mut Vec<u8>) -> Option<TranscodeFlags> {
-        let mut transcoder = TextTranscoder {
-            text: text.as_bytes(),
-            at: 0,
-            out,
-            flags: TranscodeFlags::default(),
-            // Room for the keys of an event's objects, open at once: grown a few times, it cost
-            // more reallocations than a row has fields.
-            keys: Vec::with_capacity(32),
-            unescaped: Vec::new(),
-        };
-        transcoder.value(0)?;
-        transcoder.skip_whitespace();
-        (transcoder.at == transcoder.text.len()).then_some(transcoder.flags)
-    }
-
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.text.get(self.at) {
             self.at += 1;
@@ -303,7 +334,7 @@ impl<'a> TextTranscoder<'a> {
         match *self.text.get(self.at)? {
             b'"' => {
                 self.out.push(STRING);
-                self.string()
+                self.string().map(drop)
             }
             b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
@@ -344,18 +375,24 @@ impl<'a> TextTranscoder<'a> {
         }
         self.at += 1;
         let length_at = open_container(self.out, OBJECT);
-        let first_key = self.keys.len();
+        let first_key = self.scratch.keys.len();
         let mut count = 0;
         if !self.eat(b'}') {
             loop {
                 self.skip_whitespace();
                 (self.text.get(self.at) == Some(&b'"')).then_some(())?;
                 let key_at = self.out.len();
-                self.string()?;
+                let key_bytes = self.string()?;
                 self.flags.has_duplicate_key |=
-                    note_key(self.out, &mut self.keys, first_key, key_at);
+                    note_key(self.out, &mut self.scratch.keys, first_key, key_at);
                 self.eat(b':').then_some(())?;
+                let value_at = self.out.len();
                 self.value(depth)?;
+                if depth == 1 {
+                    self.scratch
+                        .top
+                        .push((value_at - key_bytes..value_at, value_at..self.out.len()));
+                }
                 count += 1;
                 if self.eat(b'}') {
                     break;
@@ -363,12 +400,13 @@ impl<'a> TextTranscoder<'a> {
                 self.eat(b',').then_some(())?;
             }
         }
-        self.keys.truncate(first_key);
+        self.scratch.keys.truncate(first_key);
         close_container(self.out, length_at, count).ok()
     }
 
-    /// Writes the string starting at the opening quote as a packed string (length and bytes).
-    fn string(&mut self) -> Option<()> {
+    /// Writes the string starting at the opening quote as a packed string (length and bytes);
+    /// returns its length in bytes.
+    fn string(&mut self) -> Option<usize> {
         let start = self.at + 1;
         let end = start + plain_run(&self.text[start.min(self.text.len())..]);
         match *self.text.get(end)? {
@@ -379,20 +417,22 @@ impl<'a> TextTranscoder<'a> {
         }
         string_bytes(&self.text[start..end], self.out);
         self.at = end + 1;
-        Some(())
+        Some(end - start)
     }
 
     /// [`TextTranscoder::string`] for a string with escapes, unescaped first.
-    fn escaped_string(&mut self, start: usize) -> Option<()> {
-        self.unescaped.clear();
+    fn escaped_string(&mut self, start: usize) -> Option<usize> {
+        let text = self.text;
+        let unescaped = &mut self.scratch.unescaped;
+        unescaped.clear();
         let mut at = start;
         loop {
-            match *self.text.get(at)? {
+            match *text.get(at)? {
                 b'"' => break,
                 b'\\' => {
-                    let escape = *self.text.get(at + 1)?;
+                    let escape = *text.get(at + 1)?;
                     at += 2;
-                    let unescaped = match escape {
+                    let byte = match escape {
                         b'"' => b'"',
                         b'\\' => b'\\',
                         b'/' => b'/',
@@ -402,13 +442,13 @@ impl<'a> TextTranscoder<'a> {
                         b'r' => b'\r',
                         b't' => b'\t',
                         b'u' => {
-                            let high = self.hex4(at)?;
+                            let high = hex4(text, at)?;
                             at += 4;
                             let code = match high {
                                 0xd800..=0xdbff => {
                                     // A leading surrogate must be followed by an escaped trailing one.
-                                    (self.text.get(at..at + 2)? == b"\\u").then_some(())?;
-                                    let low = self.hex4(at + 2)?;
+                                    (text.get(at..at + 2)? == b"\\u").then_some(())?;
+                                    let low = hex4(text, at + 2)?;
                                     (0xdc00..=0xdfff).contains(&low).then_some(())?;
                                     at += 6;
                                     0x10000
@@ -420,32 +460,24 @@ impl<'a> TextTranscoder<'a> {
                             };
                             let character = char::from_u32(code)?;
                             let mut utf8 = [0u8; 4];
-                            self.unescaped
+                            unescaped
                                 .extend_from_slice(character.encode_utf8(&mut utf8).as_bytes());
                             continue;
                         }
                         _ => return None,
                     };
-                    self.unescaped.push(unescaped);
+                    unescaped.push(byte);
                 }
                 0..=0x1f => return None,
                 byte => {
-                    self.unescaped.push(byte);
+                    unescaped.push(byte);
                     at += 1;
                 }
             }
         }
-        string_bytes(&self.unescaped, self.out);
+        string_bytes(unescaped, self.out);
         self.at = at + 1;
-        Some(())
-    }
-
-    fn hex4(&self, at: usize) -> Option<u16> {
-        let digits = std::str::from_utf8(self.text.get(at..at + 4)?).ok()?;
-        digits
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit())
-            .then(|| u16::from_str_radix(digits, 16).ok())?
+        Some(unescaped.len())
     }
 
     /// Plain non-negative integers are read here; every other number by serde_json's own parser,
@@ -492,6 +524,15 @@ fn transcode_from<'de, R: serde_json::de::Read<'de>>(
     )?;
     deserializer.end()?;
     Ok(flags)
+}
+
+/// The value of the four hexadecimal digits at `at` in `text` (a `\u` escape).
+fn hex4(text: &[u8], at: usize) -> Option<u16> {
+    let digits = std::str::from_utf8(text.get(at..at + 4)?).ok()?;
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| u16::from_str_radix(digits, 16).ok())?
 }
 
 /// Bytes kept for a container's item count while its items are transcoded: one, which holds any
@@ -1132,10 +1173,14 @@ mod tests {
         fn the_text_transcoder_reads_escapes_as_serde_json_does(value in arbitrary_json()) {
             let text = escaped_json(&value);
             let mut out = Vec::new();
-            let flags = TextTranscoder::transcode(&text, &mut out);
+            let mut scratch = TranscodeScratch::default();
+            let flags = transcode_text(&text, &mut out, &mut scratch);
             prop_assert!(flags.is_some(), "{}", text);
             let reparsed: Value = serde_json::from_str(&text).unwrap();
             prop_assert_eq!(&reparsed, &value);
+            // The top-level entries noted on the way are those a walk over the bytes finds.
+            let walked: Vec<_> = fields(&out).map(Iterator::collect).unwrap_or_default();
+            prop_assert_eq!(scratch.top_fields(&out).collect::<Vec<_>>(), walked);
             if !flags.unwrap().has_duplicate_key {
                 prop_assert_eq!(out, to_packed(&value));
             }
@@ -1150,7 +1195,7 @@ mod tests {
             let mut fast = Vec::new();
             let mut slow = Vec::new();
             let by_serde = transcode_from(serde_json::Deserializer::from_str(&text), &mut slow);
-            if let Some(flags) = TextTranscoder::transcode(&text, &mut fast) {
+            if let Some(flags) = transcode_text(&text, &mut fast, &mut TranscodeScratch::default()) {
                 prop_assert_eq!(Ok(flags), by_serde.map_err(|e| e.to_string()));
                 prop_assert_eq!(fast, slow);
             }
@@ -1166,7 +1211,8 @@ mod tests {
         for text in agree {
             let mut fast = Vec::new();
             let mut slow = Vec::new();
-            let fast_flags = TextTranscoder::transcode(text, &mut fast).expect(text);
+            let fast_flags =
+                transcode_text(text, &mut fast, &mut TranscodeScratch::default()).expect(text);
             let slow_flags =
                 transcode_from(serde_json::Deserializer::from_str(text), &mut slow).expect(text);
             assert_eq!((fast_flags, &fast), (slow_flags, &slow), "{text}");
@@ -1190,7 +1236,11 @@ mod tests {
         ];
         for text in give_up {
             let mut out = Vec::new();
-            assert_eq!(TextTranscoder::transcode(text, &mut out), None, "{text}");
+            assert_eq!(
+                transcode_text(text, &mut out, &mut TranscodeScratch::default()),
+                None,
+                "{text}"
+            );
         }
         // Deep nesting that serde_json takes is still transcoded (by serde_json).
         let mut out = Vec::new();
