@@ -921,6 +921,7 @@ where
     let mut skipped = 0;
     // Holding the guards of one person keeps its bytes borrowed until it is merged.
     let mut person_chunks: Vec<redb::AccessGuard<'static, &[u8]>> = Vec::new();
+    let mut header_buffer = Vec::new();
     for entry in headers {
         let (key, header) = entry?;
         let person_id = split_header_key(key.value())?;
@@ -940,7 +941,7 @@ where
             }
             person_chunks.push(chunk);
         }
-        let header = open_header(segments, header.value())?;
+        let header = open_header_with(segments, header.value(), &mut header_buffer)?;
         if header.identities.len() > merge::MAX_GRAPH_IDENTITIES {
             skipped += 1;
             continue;
@@ -1794,8 +1795,22 @@ fn compact_chunks(
 
 /// Decodes a stored person header, read from its segment file first when it is kept in one.
 fn open_header(segments: &SegmentLog, stored: &[u8]) -> Result<PersonHeader, ProfileStoreError> {
+    open_header_with(segments, stored, &mut Vec::new())
+}
+
+/// [`open_header`], reading a header kept in a segment file into `buffer` (a pass over many
+/// persons reuses it rather than allocating per header).
+fn open_header_with(
+    segments: &SegmentLog,
+    stored: &[u8],
+    buffer: &mut Vec<u8>,
+) -> Result<PersonHeader, ProfileStoreError> {
     match codec::segment_location(stored)? {
-        Some(location) => codec::decode_header(&segments.read(location)?),
+        Some(location) => {
+            buffer.clear();
+            segments.read_into(location, buffer)?;
+            codec::decode_header(buffer)
+        }
         None => codec::decode_header(stored),
     }
 }
