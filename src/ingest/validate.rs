@@ -1005,30 +1005,39 @@ mod tests {
         fast_ways
     }
 
+    /// Every row of `kind` of a generated folder (more than `at_least`) takes the fast way, and
+    /// gives what the slow way gives.
+    fn assert_generated_rows_take_the_fast_way(kind: RecordKind, at_least: usize) {
+        let generated = generated_lines(kind);
+        assert!(generated.len() > at_least, "{} rows", generated.len());
+        assert_eq!(
+            assert_fast_way_agrees(kind, &generated),
+            generated.len(),
+            "every generated row takes the fast way"
+        );
+    }
+
+    /// `row` as JSON text, with the value at `pointer` replaced by `value`.
+    fn replaced(row: &Value, pointer: &str, value: Value) -> String {
+        let mut row = row.clone();
+        *row.pointer_mut(pointer).unwrap() = value;
+        row.to_string()
+    }
+
     /// Records prepared straight from their text are those prepared from their parsed value (the
     /// same body text, byte for byte), and the fast way accepts no record the slow way rejects:
     /// on every generated record and on records that break each check or are written unlike
     /// serde_json would print them.
     #[test]
     fn records_prepared_from_text_are_those_of_the_checked_way() {
-        let generated = generated_lines(RecordKind::Profile);
-        assert!(generated.len() > 100, "{} records", generated.len());
-        assert_eq!(
-            assert_fast_way_agrees(RecordKind::Profile, &generated),
-            generated.len(),
-            "every generated record takes the fast way"
-        );
+        assert_generated_rows_take_the_fast_way(RecordKind::Profile, 100);
 
         let ok = json!({"identityMap": {"CRMID": [{"id": "c-1", "primary": true}], "Email": [{"id": "a@b.c"}]},
                         "person": {"name": {"firstName": "Ren\u{e9}e \"R\""}, "birthDate": "1990-02-03"},
                         "loyalty": {"points": 1.5e3, "tier": "gold", "loyaltyID": ["x", "y"]},
                         "extSourceSystemAudit": {"lastUpdatedDate": "2024-06-01T00:00:00Z"},
                         "custom": {"n": [0, -7, 18446744073709551615u64, 0.1, -2.5e-8]}});
-        let broken = |pointer: &str, value: Value| {
-            let mut row = ok.clone();
-            *row.pointer_mut(pointer).unwrap() = value;
-            row.to_string()
-        };
+        let broken = |pointer: &str, value: Value| replaced(&ok, pointer, value);
         let cases = [
             ok.to_string(),
             serde_json::to_string_pretty(&ok).unwrap(),
@@ -1059,24 +1068,14 @@ mod tests {
     /// break each check.
     #[test]
     fn events_prepared_from_text_are_those_of_the_checked_way() {
-        let generated = generated_lines(RecordKind::Event);
-        assert!(generated.len() > 1_000, "{} events", generated.len());
-        assert_eq!(
-            assert_fast_way_agrees(RecordKind::Event, &generated),
-            generated.len(),
-            "every generated event takes the fast way"
-        );
+        assert_generated_rows_take_the_fast_way(RecordKind::Event, 1_000);
 
         let ok = json!({"_id": "e1", "timestamp": "2024-06-01T00:00:00Z", "eventType": "x",
                         "identityMap": {"ECID": [{"id": ECID, "primary": true}]},
                         "web": {"webPageDetails": {"isHomePage": true, "name": "caf\u{e9} \"x\""}},
                         "commerce": {"order": {"priceTotal": 1.5, "currencyCode": "USD"}},
                         "productListItems": [{"SKU": "a", "quantity": 2}]});
-        let broken = |pointer: &str, value: Value| {
-            let mut row = ok.clone();
-            *row.pointer_mut(pointer).unwrap() = value;
-            row.to_string()
-        };
+        let broken = |pointer: &str, value: Value| replaced(&ok, pointer, value);
         let cases = [
             ok.to_string(),
             serde_json::to_string_pretty(&ok).unwrap(),

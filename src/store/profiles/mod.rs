@@ -132,9 +132,9 @@ const CACHE_BYTES: usize = 384 << 20;
 /// memory stays bounded however many rows and persons it has.
 const FLUSH_BYTES: usize = 64 << 20;
 
-/// A flush whose new event chunks seal to at least this many bytes appends them to the segment
-/// files ([`segments`]); smaller ones (streamed events, small batches) keep them in the B-tree,
-/// where reading them needs no file read of its own.
+/// A flush whose new event chunks and headers seal to at least this many bytes appends them to
+/// the segment files ([`segments`]); smaller ones (streamed rows, small batches) keep them in the
+/// B-tree, where reading them needs no file read of its own.
 const SEGMENT_MIN_BYTES: usize = 1 << 20;
 
 /// Person ids per partition of [`ProfileStore::partitions`]: 8,192 persons hold about 7 MB of
@@ -552,7 +552,7 @@ impl ProfileStore {
     }
 
     /// Calls `f` with every merged profile of the tenant under `policy`, with its
-    /// newest 5,000 events, reading the persons table once in key order.
+    /// newest 5,000 events, reading the headers and chunks tables once, side by side, in key order.
     ///
     /// The pass runs on one read snapshot: writes committed meanwhile are not
     /// seen. Persons whose graph exceeds 50 identities are skipped and counted.
@@ -1510,11 +1510,12 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     /// Writes every pending person, a new event chunk if it has new events
     /// (compacting past [`MAX_CHUNKS`]) and then its header, and drops them from memory.
     ///
-    /// When the flush's new chunks come to [`SEGMENT_MIN_BYTES`] or more, they are appended to
-    /// the segment files in one write per sealing thread and the B-tree gets pointers to them.
+    /// When the flush's new chunks and headers come to [`SEGMENT_MIN_BYTES`] or more, they are
+    /// appended to the segment files in one write each per sealing thread and the B-tree gets
+    /// pointers to them.
     ///
     /// Persons are written in key order: rows arrive in any person order, and one
-    /// ordered sweep over the persons table touches each B-tree page once per
+    /// ordered sweep over the tables touches each B-tree page once per
     /// flush, where hash order would dirty and re-read pages all over it. Their
     /// chunks and headers are compressed on every core first ([`seal_persons`]), so
     /// the one thread that writes only inserts.

@@ -914,6 +914,14 @@ fn segment_bytes_of_a_write_that_never_committed_are_cut_off_at_opening() {
     assert_eq!(events, 8 + 4);
 }
 
+/// Opens the store in `dir` with every flush's values in segment files of `segment_bytes` each.
+fn open_with_small_segments(dir: &Path, segment_bytes: u64) -> ProfileStore {
+    ProfileStore::open(dir)
+        .unwrap()
+        .with_segment_min_bytes(0)
+        .with_segment_bytes(segment_bytes)
+}
+
 /// Segments half dead after deletes and compactions are reclaimed: their live chunks move, the
 /// files go, and every read (a snapshot from before, the store now, after reopening) is the same.
 #[test]
@@ -921,12 +929,7 @@ fn dead_segment_space_is_reclaimed_without_changing_what_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let t = tenant();
     let policy = MergePolicy::default();
-    let open = || {
-        ProfileStore::open(dir.path())
-            .unwrap()
-            .with_segment_min_bytes(0)
-            .with_segment_bytes(2_000)
-    };
+    let open = || open_with_small_segments(dir.path(), 2_000);
     let store = open();
     for batch in 0..6 {
         store
@@ -1007,12 +1010,7 @@ fn replaced_headers_in_segment_files_are_dead_bytes_that_reclaiming_frees() {
     let dir = tempfile::tempdir().unwrap();
     let t = tenant();
     let policy = MergePolicy::default();
-    let open = || {
-        ProfileStore::open(dir.path())
-            .unwrap()
-            .with_segment_min_bytes(0)
-            .with_segment_bytes(4_000)
-    };
+    let open = || open_with_small_segments(dir.path(), 4_000);
     let store = open();
     let crm = |round: usize| {
         (0..10).map(move |i| {
