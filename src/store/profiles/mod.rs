@@ -57,7 +57,9 @@
 //! random lookups. They are apart because they change apart: a bulk load of events inserts a
 //! small chunk pointer per person, which in one table landed in the leaf pages of the headers
 //! and copied every one of them (copy-on-write): the 1.1 GB of headers of 500k records were
-//! written again, and the file doubled, to append the events of 1M profiles. Event chunks are appended (one per
+//! written again, and the file doubled, to append the events of 1M profiles.
+//!
+//! Event chunks are appended (one per
 //! write that touches the person) and compacted into one when there are more
 //! than [`MAX_CHUNKS`], so a streamed event never rewrites a long history. A write that only
 //! appends events to a known person finds its last chunk by key range and leaves the header
@@ -935,9 +937,7 @@ where
             let (key, chunk) = entry?;
             let (owner, _) = split_chunk_key(key.value())?;
             if owner != person_id {
-                return Err(ProfileStoreError::Corrupt(format!(
-                    "event chunks of person {owner}, who has no header"
-                )));
+                return Err(headerless_chunks(owner));
             }
             person_chunks.push(chunk);
         }
@@ -958,12 +958,18 @@ where
     }
     if let Some(entry) = chunks.next() {
         let (owner, _) = split_chunk_key(entry?.0.value())?;
-        return Err(ProfileStoreError::Corrupt(format!(
-            "event chunks of person {owner}, who has no header"
-        )));
+        return Err(headerless_chunks(owner));
     }
     stats.skipped_large_graphs = skipped;
     Ok(stats)
+}
+
+/// The error of a scan that meets event chunks of a person without a header (a write keeps or
+/// removes both).
+fn headerless_chunks(person_id: u64) -> ProfileStoreError {
+    ProfileStoreError::Corrupt(format!(
+        "event chunks of person {person_id}, who has no header"
+    ))
 }
 
 /// Moves the graph of a store written before the identity index (table `profile_ids`) into the
@@ -1067,10 +1073,17 @@ impl<'txn> Tables<'txn> {
         let Some(value) = self.chunks.remove(key)?.map(|v| v.value().to_vec()) else {
             return Ok(None);
         };
-        if let Some(location) = codec::segment_location(&value)? {
-            self.add_segment_live(location.segment, -i64::from(location.len))?;
-        }
+        self.release(codec::segment_location(&value)?)?;
         Ok(Some(value))
+    }
+
+    /// A value kept at `location` in the segment log (if any) left its table: its bytes stop
+    /// counting as live there.
+    fn release(&mut self, location: Option<SegmentLocation>) -> Result<(), ProfileStoreError> {
+        match location {
+            Some(location) => self.add_segment_live(location.segment, -i64::from(location.len)),
+            None => Ok(()),
+        }
     }
 
     /// Appends sealed values (event chunks or person headers), back to back, to the segment log
@@ -1193,32 +1206,20 @@ impl<'txn> Tables<'txn> {
         person_id: u64,
         stored: &[u8],
     ) -> Result<(), ProfileStoreError> {
-        let replaced = match self
+        let replaced = self
             .headers
-            .insert(header_key(tenant_id, person_id).as_slice(), stored)?
-        {
-            Some(old) => codec::segment_location(old.value())?,
-            None => None,
-        };
-        if let Some(location) = replaced {
-            self.add_segment_live(location.segment, -i64::from(location.len))?;
-        }
-        Ok(())
+            .insert(header_key(tenant_id, person_id).as_slice(), stored)?;
+        let location = stored_location(replaced)?;
+        self.release(location)
     }
 
     /// Removes a person's header; one kept in a segment file stops counting as live there.
     fn remove_header(&mut self, tenant_id: u32, person_id: u64) -> Result<(), ProfileStoreError> {
-        let removed = match self
+        let removed = self
             .headers
-            .remove(header_key(tenant_id, person_id).as_slice())?
-        {
-            Some(old) => codec::segment_location(old.value())?,
-            None => None,
-        };
-        if let Some(location) = removed {
-            self.add_segment_live(location.segment, -i64::from(location.len))?;
-        }
-        Ok(())
+            .remove(header_key(tenant_id, person_id).as_slice())?;
+        let location = stored_location(removed)?;
+        self.release(location)
     }
 }
 
@@ -1792,6 +1793,13 @@ fn compact_chunks(
         tables.chunks.insert(key.as_slice(), sealed.as_slice())?;
     }
     Ok(count)
+}
+
+/// Where the value a table gave back (replaced or removed) is kept in the segment log, if there.
+fn stored_location(
+    value: Option<redb::AccessGuard<'_, &'static [u8]>>,
+) -> Result<Option<SegmentLocation>, ProfileStoreError> {
+    value.map_or(Ok(None), |value| codec::segment_location(value.value()))
 }
 
 /// Decodes a stored person header, read from its segment file first when it is kept in one.
