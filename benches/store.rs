@@ -109,7 +109,7 @@ fn bench_store(c: &mut Criterion) {
 
     // What each worker of batch ingestion does to an event row (parse, validate, pack, encode),
     // on one thread: the part of ingest that scales with the cores.
-    let event_chunks = event_chunks(data.path());
+    let event_chunks = row_chunks(data.path(), RecordKind::Event);
     let event_rows: usize = event_chunks.iter().map(RawChunk::len).sum();
     group.throughput(Throughput::Elements(event_rows as u64));
     group.bench_function(
@@ -119,6 +119,22 @@ fn bench_store(c: &mut Criterion) {
                 event_chunks
                     .iter()
                     .flat_map(|chunk| chunk.prepare(RecordKind::Event, "web"))
+                    .filter(|(_, prepared)| prepared.is_ok())
+                    .count()
+            })
+        },
+    );
+    // The same for the record rows in JSON Lines (the CRM dataset's).
+    let record_chunks = row_chunks(data.path(), RecordKind::Profile);
+    let record_rows: usize = record_chunks.iter().map(RawChunk::len).sum();
+    group.throughput(Throughput::Elements(record_rows as u64));
+    group.bench_function(
+        format!("prepare_record_rows_1_thread/{record_rows}_records"),
+        |b| {
+            b.iter(|| {
+                record_chunks
+                    .iter()
+                    .flat_map(|chunk| chunk.prepare(RecordKind::Profile, "crm"))
                     .filter(|(_, prepared)| prepared.is_ok())
                     .count()
             })
@@ -205,16 +221,13 @@ fn bench_store(c: &mut Criterion) {
     group.finish();
 }
 
-/// The generated event rows, read into chunks of 512 as batch ingestion reads them.
-fn event_chunks(dir: &Path) -> Vec<RawChunk> {
+/// The generated rows of `kind` in JSON Lines files, read into chunks of 512 as batch ingestion
+/// reads them.
+fn row_chunks(dir: &Path, kind: RecordKind) -> Vec<RawChunk> {
     let manifest = segmentd::ingest::generate::read_manifest(dir).expect("manifest");
     let mut chunks = Vec::new();
-    for dataset in manifest
-        .datasets
-        .iter()
-        .filter(|d| d.kind == RecordKind::Event)
-    {
-        for file in &dataset.files {
+    for dataset in manifest.datasets.iter().filter(|d| d.kind == kind) {
+        for file in dataset.files.iter().filter(|f| f.ends_with(".jsonl")) {
             let mut reader =
                 RawReader::open(&dir.join(file), InputFormat::JsonLines).expect("readable");
             loop {
