@@ -107,39 +107,28 @@ fn bench_store(c: &mut Criterion) {
         },
     );
 
-    // What each worker of batch ingestion does to an event row (parse, validate, pack, encode),
-    // on one thread: the part of ingest that scales with the cores.
-    let event_chunks = row_chunks(data.path(), RecordKind::Event);
-    let event_rows: usize = event_chunks.iter().map(RawChunk::len).sum();
-    group.throughput(Throughput::Elements(event_rows as u64));
-    group.bench_function(
-        format!("prepare_event_rows_1_thread/{event_rows}_events"),
-        |b| {
-            b.iter(|| {
-                event_chunks
-                    .iter()
-                    .flat_map(|chunk| chunk.prepare(RecordKind::Event, "web"))
-                    .filter(|(_, prepared)| prepared.is_ok())
-                    .count()
-            })
-        },
-    );
-    // The same for the record rows in JSON Lines (the CRM dataset's).
-    let record_chunks = row_chunks(data.path(), RecordKind::Profile);
-    let record_rows: usize = record_chunks.iter().map(RawChunk::len).sum();
-    group.throughput(Throughput::Elements(record_rows as u64));
-    group.bench_function(
-        format!("prepare_record_rows_1_thread/{record_rows}_records"),
-        |b| {
-            b.iter(|| {
-                record_chunks
-                    .iter()
-                    .flat_map(|chunk| chunk.prepare(RecordKind::Profile, "crm"))
-                    .filter(|(_, prepared)| prepared.is_ok())
-                    .count()
-            })
-        },
-    );
+    // What each worker of batch ingestion does to a row (parse, validate, pack, encode), on one
+    // thread: the part of ingest that scales with the cores. Records: the CRM dataset's.
+    for (kind, dataset, noun) in [
+        (RecordKind::Event, "web", "event"),
+        (RecordKind::Profile, "crm", "record"),
+    ] {
+        let chunks = row_chunks(data.path(), kind);
+        let rows: usize = chunks.iter().map(RawChunk::len).sum();
+        group.throughput(Throughput::Elements(rows as u64));
+        group.bench_function(
+            format!("prepare_{noun}_rows_1_thread/{rows}_{noun}s"),
+            |b| {
+                b.iter(|| {
+                    chunks
+                        .iter()
+                        .flat_map(|chunk| chunk.prepare(kind, dataset))
+                        .filter(|(_, prepared)| prepared.is_ok())
+                        .count()
+                })
+            },
+        );
+    }
     group.throughput(Throughput::Elements(profiles));
 
     group.bench_function(format!("load_files_validated/{profiles}_profiles"), |b| {
