@@ -454,7 +454,7 @@ impl RawChunk {
 }
 
 /// Checks and prepares a row from its JSON text without building a `serde_json::Value`: the
-/// text is packed as it is parsed ([`packed::transcode_json`]) and the checks of
+/// text is packed as it is parsed ([`packed::transcode_text`]) and the checks of
 /// [`validate_row`] and [`PreparedRow::new`] read the few fields they need from the packed bytes.
 /// An event keeps the packed bytes as its body; a record is printed back to compact JSON text
 /// from them ([`packed::write_json`]), as the slow way prints its parsed value.

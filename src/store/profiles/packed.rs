@@ -182,7 +182,7 @@ fn container(tag: u8, count: usize, out: &mut Vec<u8>, items: impl FnOnce(&mut V
     out[length_at..start].copy_from_slice(&length.to_le_bytes());
 }
 
-/// What [`transcode_json`] saw besides the value itself.
+/// What [`transcode_text`] saw besides the value itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TranscodeFlags {
     /// A `null` occurs somewhere in the value.
@@ -190,31 +190,6 @@ pub struct TranscodeFlags {
     /// An object repeats a key: `serde_json::Value` keeps one entry where the packed bytes hold
     /// both, so such a value must be packed from a `Value` to match it.
     pub has_duplicate_key: bool,
-}
-
-/// Packs JSON text straight into `out`, without building a `serde_json::Value`: the bytes are
-/// those [`pack`] gives for the parsed value, unless [`TranscodeFlags::has_duplicate_key`] is set.
-///
-/// Why: batch ingestion packs every event, and building the `Value` (an allocation per string,
-/// array and object, hashed object keys) and freeing it cost more than parsing does.
-///
-/// Text valid as UTF-8 is read by a lexer of its own, which costs less than serde_json's visitor
-/// interface (batch ingestion's event phase: ~10% less CPU). Text it does not plainly take (bad
-/// JSON, nesting past 100 levels, a number serde_json's parser refuses) is read again by
-/// serde_json, which transcodes it or words the error; so is text that is not UTF-8, read as
-/// bytes so that the error locates the bad sequence.
-pub fn transcode_json(json: &[u8], out: &mut Vec<u8>) -> Result<TranscodeFlags, serde_json::Error> {
-    let start = out.len();
-    match std::str::from_utf8(json) {
-        Ok(text) => {
-            if let Some(flags) = transcode_text(text, out, &mut TranscodeScratch::default()) {
-                return Ok(flags);
-            }
-            out.truncate(start);
-            transcode_from(serde_json::Deserializer::from_str(text), out)
-        }
-        Err(_) => transcode_from(serde_json::Deserializer::from_slice(json), out),
-    }
 }
 
 /// The length of the run of string bytes at the start of `bytes` that need no attention: up to
@@ -243,18 +218,22 @@ fn plain_run(bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len() - at)
 }
 
-/// Nesting deeper than this is left to serde_json (whose limit is 128), so both agree on what is
-/// too deep.
+/// Nesting deeper than this is not taken: the caller's slow way (serde_json, whose limit is 128)
+/// reads it or words the error.
 const TEXT_TRANSCODER_DEPTH: usize = 100;
 
-/// Packs JSON text straight into `out` by the lexer of [`transcode_json`] alone: `None` (and
-/// `out` left with partial bytes) when the lexer does not plainly take the text, where
-/// [`transcode_json`] would try serde_json. `scratch` keeps its buffers from call to call, and
-/// the entries of a top-level object ([`TranscodeScratch::top_fields`]).
+/// Packs JSON text straight into `out`, without building a `serde_json::Value`: the bytes are
+/// those [`pack`] gives for the parsed value, unless [`TranscodeFlags::has_duplicate_key`] is set.
+/// `None` (and `out` left with partial bytes) when the lexer does not plainly take the text (bad
+/// JSON, nesting past 100 levels, a number serde_json's parser refuses): the caller then goes the
+/// slow way, which words what is wrong. `scratch` keeps its buffers from call to call, and the
+/// entries of a top-level object ([`TranscodeScratch::top_fields`]).
 ///
-/// Why: batch ingestion packs millions of rows and then reads a few top-level fields of each;
-/// noting them as they are written spares a walk over the packed row, and reused buffers spare
-/// allocations per row.
+/// Why: batch ingestion packs every row, and building the `Value` (an allocation per string,
+/// array and object, hashed object keys) and freeing it cost more than parsing does; a lexer of
+/// its own costs less than serde_json's visitor interface (the event phase: ~10% less CPU).
+/// Noting the top-level entries as they are written spares a walk over the packed row, and reused
+/// buffers spare allocations per row.
 pub fn transcode_text(
     text: &str,
     out: &mut Vec<u8>,
@@ -508,24 +487,6 @@ impl<'a> TextTranscoder<'a> {
     }
 }
 
-fn transcode_from<'de, R: serde_json::de::Read<'de>>(
-    mut deserializer: serde_json::Deserializer<R>,
-    out: &mut Vec<u8>,
-) -> Result<TranscodeFlags, serde_json::Error> {
-    let mut flags = TranscodeFlags::default();
-    let mut keys = Vec::new();
-    DeserializeSeed::deserialize(
-        Transcode {
-            out,
-            flags: &mut flags,
-            keys: &mut keys,
-        },
-        &mut deserializer,
-    )?;
-    deserializer.end()?;
-    Ok(flags)
-}
-
 /// The value of the four hexadecimal digits at `at` in `text` (a `\u` escape).
 fn hex4(text: &[u8], at: usize) -> Option<u16> {
     let digits = std::str::from_utf8(text.get(at..at + 4)?).ok()?;
@@ -540,33 +501,6 @@ fn hex4(text: &[u8], at: usize) -> Option<u16> {
 /// (Keeping three bytes and closing up the unused two moved every container's items back when it
 /// ended; the gain was below what 100k-profile ingest runs can tell apart.)
 const COUNT_SLOT: usize = 1;
-
-/// The transcoding seed and visitor of one value: see [`transcode_json`].
-struct Transcode<'a> {
-    out: &'a mut Vec<u8>,
-    flags: &'a mut TranscodeFlags,
-    /// Byte ranges in `out` of the keys of the objects being transcoded, innermost last, to find
-    /// repeated keys.
-    keys: &'a mut Vec<std::ops::Range<usize>>,
-}
-
-impl Transcode<'_> {
-    fn reborrow(&mut self) -> Transcode<'_> {
-        Transcode {
-            out: self.out,
-            flags: self.flags,
-            keys: self.keys,
-        }
-    }
-
-    fn open(&mut self, tag: u8) -> usize {
-        open_container(self.out, tag)
-    }
-
-    fn close<E: de::Error>(&mut self, length_at: usize, count: usize) -> Result<(), E> {
-        close_container(self.out, length_at, count).map_err(|_| E::custom("value over 4 GiB"))
-    }
-}
 
 /// Notes the key just written to `out` from `start` among the keys of the object being
 /// transcoded (`keys[first_key..]`, ranges in `out`); tells whether the object had it already.
@@ -620,121 +554,6 @@ fn close_container(
     let length = u32::try_from(out.len() - count_at)?;
     out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
     Ok(())
-}
-
-impl<'de> DeserializeSeed<'de> for Transcode<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Transcode<'_> {
-    type Value = ();
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.flags.has_null = true;
-        self.out.push(NULL);
-        Ok(())
-    }
-
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<(), E> {
-        self.out.push(if value { TRUE } else { FALSE });
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
-        // As `pack`: a non-negative number is written as such whichever way it was parsed.
-        match u64::try_from(value) {
-            Ok(positive) => self.visit_u64(positive),
-            Err(_) => {
-                self.out.push(NEGATIVE);
-                varint(((value << 1) ^ (value >> 63)) as u64, self.out);
-                Ok(())
-            }
-        }
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
-        self.out.push(POSITIVE);
-        varint(value, self.out);
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
-        self.out.push(DOUBLE);
-        self.out.extend_from_slice(&value.to_le_bytes());
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
-        self.out.push(STRING);
-        string(value, self.out);
-        Ok(())
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
-        let length_at = self.open(ARRAY);
-        let mut count = 0;
-        while items.next_element_seed(self.reborrow())?.is_some() {
-            count += 1;
-        }
-        self.close(length_at, count)
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(mut self, mut entries: A) -> Result<(), A::Error> {
-        let length_at = self.open(OBJECT);
-        let first_key = self.keys.len();
-        let mut count = 0;
-        while entries
-            .next_key_seed(Key {
-                transcode: self.reborrow(),
-                first_key,
-            })?
-            .is_some()
-        {
-            entries.next_value_seed(self.reborrow())?;
-            count += 1;
-        }
-        self.keys.truncate(first_key);
-        self.close(length_at, count)
-    }
-}
-
-/// The seed of an object key: writes it as a packed key and notes a repeated one.
-struct Key<'a> {
-    transcode: Transcode<'a>,
-    /// Where the keys of this object start in `transcode.keys`.
-    first_key: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = ();
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("an object key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
-        let Transcode { out, flags, keys } = self.transcode;
-        let start = out.len();
-        string(key, out);
-        flags.has_duplicate_key |= note_key(out, keys, self.first_key, start);
-        Ok(())
-    }
 }
 
 /// Returns the packed value of `key` in the packed object `object`, or `None` when `object` is
@@ -831,7 +650,7 @@ pub struct Packed<'a>(pub &'a [u8]);
 
 impl<'a> JsonView<'a> for Packed<'a> {
     fn entries(self) -> Option<Vec<(&'a str, Self)>> {
-        // Keys not in UTF-8 (never written by `pack` or `transcode_json`) make it no object.
+        // Keys not in UTF-8 (never written by `pack` or `transcode_text`) make it no object.
         fields(self.0)?
             .map(|(key, value)| Some((std::str::from_utf8(key).ok()?, Packed(value))))
             .collect()
@@ -1118,7 +937,7 @@ mod tests {
         fn transcoding_json_text_gives_the_bytes_of_packing_its_value(value in arbitrary_json()) {
             for text in [value.to_string(), serde_json::to_string_pretty(&value).unwrap()] {
                 let mut out = Vec::new();
-                let flags = transcode_json(text.as_bytes(), &mut out).unwrap();
+                let flags = transcode(text.as_bytes(), &mut out).unwrap();
                 let reparsed: Value = serde_json::from_str(&text).unwrap();
                 if !flags.has_duplicate_key {
                     prop_assert_eq!(&out, &to_packed(&reparsed));
@@ -1186,18 +1005,17 @@ mod tests {
             }
         }
 
-        /// On any text, the text transcoder gives up or gives what serde_json's visitor gives:
-        /// it never takes text serde_json rejects.
+        /// On any text, the text transcoder gives up or gives what serde_json reads: it never
+        /// takes text serde_json rejects.
         #[test]
         fn the_text_transcoder_agrees_with_serde_json_or_gives_up(
             text in "[\\[\\]{}\",: 0-9.eE+\\-\\\\/ubfnrtlsaD8C\u{e9}\u{1F600}\n\u{1}]{0,24}"
         ) {
             let mut fast = Vec::new();
-            let mut slow = Vec::new();
-            let by_serde = transcode_from(serde_json::Deserializer::from_str(&text), &mut slow);
-            if let Some(flags) = transcode_text(&text, &mut fast, &mut TranscodeScratch::default()) {
-                prop_assert_eq!(Ok(flags), by_serde.map_err(|e| e.to_string()));
-                prop_assert_eq!(fast, slow);
+            if let Some(flags) = transcode(text.as_bytes(), &mut fast) {
+                let by_serde = serde_json::from_str::<Value>(&text);
+                prop_assert!(by_serde.is_ok(), "{}", text);
+                assert_packs_as(flags, &fast, &by_serde.unwrap());
             }
         }
     }
@@ -1210,12 +1028,9 @@ mod tests {
         ];
         for text in agree {
             let mut fast = Vec::new();
-            let mut slow = Vec::new();
-            let fast_flags =
-                transcode_text(text, &mut fast, &mut TranscodeScratch::default()).expect(text);
-            let slow_flags =
-                transcode_from(serde_json::Deserializer::from_str(text), &mut slow).expect(text);
-            assert_eq!((fast_flags, &fast), (slow_flags, &slow), "{text}");
+            let flags = transcode(text.as_bytes(), &mut fast).expect(text);
+            assert!(!flags.has_duplicate_key, "{text}");
+            assert_packs_as(flags, &fast, &serde_json::from_str(text).unwrap());
         }
         let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
         let give_up = [
@@ -1242,10 +1057,24 @@ mod tests {
                 "{text}"
             );
         }
-        // Deep nesting that serde_json takes is still transcoded (by serde_json).
-        let mut out = Vec::new();
-        transcode_json(deep.as_bytes(), &mut out).unwrap();
-        assert_eq!(out, to_packed(&serde_json::from_str(&deep).unwrap()));
+    }
+
+    /// [`transcode_text`] of UTF-8 bytes with fresh buffers, as `prepare_text` calls it.
+    fn transcode(text: &[u8], out: &mut Vec<u8>) -> Option<TranscodeFlags> {
+        transcode_text(
+            std::str::from_utf8(text).ok()?,
+            out,
+            &mut TranscodeScratch::default(),
+        )
+    }
+
+    /// Checks that `packed`, transcoded with `flags`, is the packing of `value` (serde_json's
+    /// reading of the same text), unless the text repeats a key (`Value` keeps one entry).
+    fn assert_packs_as(flags: TranscodeFlags, packed: &[u8], value: &Value) {
+        if !flags.has_duplicate_key {
+            assert_eq!(packed, to_packed(value));
+            assert_eq!(flags.has_null, has_null(value));
+        }
     }
 
     fn has_null(value: &Value) -> bool {
@@ -1262,23 +1091,19 @@ mod tests {
         let mut out = Vec::new();
         let nested_same_keys = br#"{"a": {"a": 1, "b": [{"a": 2}]}, "b": 2}"#;
         assert_eq!(
-            transcode_json(nested_same_keys, &mut out).unwrap(),
+            transcode(nested_same_keys, &mut out).unwrap(),
             TranscodeFlags::default()
         );
         out.clear();
         let repeated = br#"{"a": {"x": 1, "y\u0000": 2, "x": 3}}"#;
-        assert!(
-            transcode_json(repeated, &mut out)
-                .unwrap()
-                .has_duplicate_key
-        );
+        assert!(transcode(repeated, &mut out).unwrap().has_duplicate_key);
         // Escaped keys are compared unescaped.
         out.clear();
         let escaped = br#"{"\u0061": 1, "a": 2}"#;
-        assert!(transcode_json(escaped, &mut out).unwrap().has_duplicate_key);
+        assert!(transcode(escaped, &mut out).unwrap().has_duplicate_key);
         for bad in [&b"{"[..], b"[1,]", b"{} {}", b"nul"] {
             out.clear();
-            assert!(transcode_json(bad, &mut out).is_err());
+            assert!(transcode(bad, &mut out).is_none());
         }
         // Counts of 128 and more need more than the one byte kept for them: the items move up,
         // in containers nested inside others and holding others, and after them.
@@ -1292,7 +1117,7 @@ mod tests {
         ];
         for long in cases {
             out.clear();
-            transcode_json(long.to_string().as_bytes(), &mut out).unwrap();
+            transcode(long.to_string().as_bytes(), &mut out).unwrap();
             assert_eq!(out, to_packed(&long));
             assert_eq!(to_value(&out).unwrap(), long);
         }
