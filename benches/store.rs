@@ -210,8 +210,8 @@ fn bench_store(c: &mut Criterion) {
     group.finish();
 }
 
-/// The generated rows of `kind` in JSON Lines files, read into chunks of 512 as batch ingestion
-/// reads them.
+/// The generated rows of `kind` in JSON Lines files, read into chunks as batch ingestion reads
+/// them.
 fn row_chunks(dir: &Path, kind: RecordKind) -> Vec<RawChunk> {
     let manifest = segmentd::ingest::generate::read_manifest(dir).expect("manifest");
     let mut chunks = Vec::new();
@@ -221,11 +221,13 @@ fn row_chunks(dir: &Path, kind: RecordKind) -> Vec<RawChunk> {
                 RawReader::open(&dir.join(file), InputFormat::JsonLines).expect("readable");
             loop {
                 let mut chunk = RawChunk::default();
-                while chunk.len() < 512 && reader.read_into(&mut chunk).expect("readable") {}
-                if chunk.is_empty() {
+                let more = reader.read_chunk(&mut chunk).expect("readable");
+                if !chunk.is_empty() {
+                    chunks.push(chunk);
+                }
+                if !more {
                     break;
                 }
-                chunks.push(chunk);
             }
         }
     }

@@ -6,8 +6,9 @@
 //! ingesting it, and needs no transaction; the writer's own work (linking identities, appending
 //! bytes, writing B-tree pages) cannot be split, so everything else is taken off its thread.
 //!
-//! Rows travel in chunks of up to 512 rows or 1 MiB of text, numbered as they
-//! are read; the caller's side puts finished chunks back in reading order, so rows reach the store
+//! Rows travel in chunks (the whole lines of 256 KiB of a JSON Lines file; up to 512 rows or
+//! 256 KiB of text of other formats: see [`RawReader::read_chunk`]), numbered as they are read;
+//! the caller's side puts finished chunks back in reading order, so rows reach the store
 //! in file order (later records replace earlier ones of the same identity, as in a one-thread
 //! pass) and row errors are reported in order. Both queues are bounded, so a fixed number of
 //! chunks are in memory whatever the batch's size; when the caller stops early (an unreadable
@@ -19,13 +20,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use crate::ingest::validate::{IngestError, InputFormat, RawChunk, RawReader};
+#[cfg(test)]
+use crate::ingest::validate::CHUNK_BYTES;
 use crate::store::profiles::{PreparedRow, RecordKind};
-
-/// Most rows in one chunk.
-const CHUNK_ROWS: usize = 512;
-
-/// Most bytes of JSON text in one chunk (a chunk is cut after the row that passes it).
-const CHUNK_BYTES: usize = 1 << 20;
 
 /// Chunks read and waiting for a worker, per worker.
 const QUEUED_PER_WORKER: usize = 2;
@@ -165,16 +162,9 @@ fn read_files(source: &BatchSource<'_>, sender: SyncSender<ReadChunk>, spares: R
         };
         loop {
             let mut rows = spares.try_recv().unwrap_or_default();
-            let mut error = None;
-            let more = loop {
-                match reader.read_into(&mut rows) {
-                    Ok(true) if rows.len() < CHUNK_ROWS && rows.text_bytes() < CHUNK_BYTES => {}
-                    Ok(more) => break more,
-                    Err(read_error) => {
-                        error = Some(read_error);
-                        break false;
-                    }
-                }
+            let (more, error) = match reader.read_chunk(&mut rows) {
+                Ok(more) => (more, None),
+                Err(error) => (false, Some(error)),
             };
             let failed = error.is_some();
             // A file whose rows filled the previous chunk exactly ends with an empty read, which
@@ -364,8 +354,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut paths = Vec::new();
         let mut expected = Vec::new();
-        // The second file fills two chunks exactly, so its last read is empty.
-        for (file, rows) in [(0, 2_000), (1, 2 * CHUNK_ROWS), (2, 2_000)] {
+        // Each file spans several blocks; the second is two blocks exactly (padded with a last,
+        // blank line), so its last read is empty.
+        for (file, rows) in [(0, 5_000), (1, 3_000), (2, 5_000)] {
             let lines: Vec<String> = (1..=rows)
                 .map(|row| {
                     if row % 97 == 0 {
@@ -376,8 +367,16 @@ mod tests {
                 })
                 .collect();
             expected.extend((1..=rows).map(|row| (file, row, row % 97 != 0)));
+            let mut text = lines.join("\n");
+            if file == 1 {
+                text.push('\n');
+                assert!(text.len() < 2 * CHUNK_BYTES);
+                text.extend(std::iter::repeat_n(' ', 2 * CHUNK_BYTES - text.len()));
+            } else {
+                assert!(text.len() > 2 * CHUNK_BYTES);
+            }
             let path = dir.path().join(format!("part-{file}.jsonl"));
-            std::fs::write(&path, lines.join("\n")).unwrap();
+            std::fs::write(&path, text).unwrap();
             paths.push(path);
         }
         for workers in [1, 2, 5] {
