@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use crate::ingest::validate::{IngestError, InputFormat, RawChunk, RawReader};
 #[cfg(test)]
 use crate::ingest::validate::CHUNK_BYTES;
+use crate::ingest::validate::{IngestError, InputFormat, RawChunk, RawReader};
 use crate::store::profiles::{PreparedRow, RecordKind};
 
 /// Chunks read and waiting for a worker, per worker.

@@ -995,10 +995,16 @@ mod tests {
             match line % 7 {
                 0 => text.push_str("   \n"),
                 3 => text.push_str(&format!("{{\"n\":{line}}}\r\n")),
-                _ => text.push_str(&format!("{{\"n\":{line},\"pad\":\"{}\"}}\n", "x".repeat(line % 200))),
+                _ => text.push_str(&format!(
+                    "{{\"n\":{line},\"pad\":\"{}\"}}\n",
+                    "x".repeat(line % 200)
+                )),
             }
             if line == 2_500 {
-                text.push_str(&format!("{{\"long\":\"{}\"}}\n", "y".repeat(3 * CHUNK_BYTES)));
+                text.push_str(&format!(
+                    "{{\"long\":\"{}\"}}\n",
+                    "y".repeat(3 * CHUNK_BYTES)
+                ));
             }
         }
         text.push_str("{\"last\":true}");
@@ -1028,7 +1034,10 @@ mod tests {
             }
         }
         assert!(chunks > 4, "{chunks} chunks");
-        let rows: Vec<(usize, &str)> = rows.iter().map(|(row, line)| (*row, line.as_str())).collect();
+        let rows: Vec<(usize, &str)> = rows
+            .iter()
+            .map(|(row, line)| (*row, line.as_str()))
+            .collect();
         assert_eq!(rows, expected);
     }
 

@@ -378,6 +378,14 @@ impl ProfileStore {
         self
     }
 
+    /// Writes segment appends of `bytes` or more directly, past the page cache, instead of those
+    /// of 256 KiB or more.
+    #[cfg(test)]
+    fn with_direct_min_bytes(self, bytes: usize) -> Self {
+        self.segments.set_direct_min_bytes(bytes);
+        self
+    }
+
     /// Rolls segment files over past `bytes` instead of 1 GiB.
     #[cfg(test)]
     fn with_segment_bytes(self, bytes: u64) -> Self {

@@ -755,13 +755,14 @@ fn events_of(persons: usize, per_person: usize, first: usize) -> Vec<Value> {
         .collect()
 }
 
-/// Chunks kept in segment files read, merge, compact and delete as chunks kept in the B-tree:
-/// the same writes give the same store either way, before and after reopening.
+/// Chunks kept in segment files (appended through the page cache or directly) read, merge,
+/// compact and delete as chunks kept in the B-tree: the same writes give the same store every
+/// way, before and after reopening.
 #[test]
 fn event_chunks_in_segment_files_give_the_same_store() {
     let t = tenant();
     let policy = MergePolicy::default();
-    let load = |dir: &Path, segment_min_bytes: usize| {
+    let load = |dir: &Path, segment_min_bytes: usize, direct_min_bytes: usize| {
         let clock = Arc::new(ManualClock::new("2024-06-12T00:00:00Z".parse().unwrap()));
         let open = || {
             ProfileStore::open(dir)
@@ -769,6 +770,7 @@ fn event_chunks_in_segment_files_give_the_same_store() {
                 .with_clock(clock.clone())
                 .with_flush_bytes(2_000)
                 .with_segment_min_bytes(segment_min_bytes)
+                .with_direct_min_bytes(direct_min_bytes)
         };
         let store = open();
         store
@@ -818,9 +820,11 @@ fn event_chunks_in_segment_files_give_the_same_store() {
     };
     let inline = tempfile::tempdir().unwrap();
     let in_segments = tempfile::tempdir().unwrap();
-    let expected = load(inline.path(), usize::MAX);
-    let (profiles, merged) = load(in_segments.path(), 0);
+    let direct = tempfile::tempdir().unwrap();
+    let expected = load(inline.path(), usize::MAX, usize::MAX);
+    let (profiles, merged) = load(in_segments.path(), 0, usize::MAX);
     assert_eq!((&profiles, &merged), (&expected.0, &expected.1));
+    assert_eq!(load(direct.path(), 0, 0), expected);
     assert_eq!(profiles.len(), 30 - 10 - 1);
     assert_eq!(merged.events.len(), 2 * 3 + 2 * (MAX_CHUNKS as usize + 2));
     let c25 = profiles
