@@ -27,13 +27,17 @@ use crate::store::profiles::{PreparedRow, RecordKind};
 /// Chunks read and waiting for a worker, per worker.
 const QUEUED_PER_WORKER: usize = 2;
 
-/// Prepared chunks waiting for the writer (about 20 MB of generated events).
+/// Prepared chunks waiting for the writer (each the events of 256 KiB of text: about 35 MB of
+/// prepared generated events in all).
 ///
 /// Why this many: while the writer flushes (seals and inserts tens of megabytes of persons),
 /// it takes no rows; with room for only a few chunks the workers stopped too. Measured on 1M
 /// generated profiles: 53.3 s with 4 queued, 49.5 s with 64 (974 MB peak), 48.7 s with 256
-/// (1.07 GB peak).
-const PREPARED_QUEUED: usize = 64;
+/// (1.07 GB peak) in session 7; once direct segment writes left the writer waiting on the device
+/// during a flush, 192 against 64 won all of seven alternating runs (17.9–20.2 s against
+/// 20.0–25.0 s, peak 456–485 MB against 445–479 MB) and 512 gained nothing more (20.4/22.6 s,
+/// 516–542 MB).
+const PREPARED_QUEUED: usize = 192;
 
 /// One row of a batch, or the end of a readable batch.
 #[derive(Debug)]
