@@ -19,8 +19,6 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-#[cfg(test)]
-use crate::ingest::validate::CHUNK_BYTES;
 use crate::ingest::validate::{IngestError, InputFormat, RawChunk, RawReader};
 use crate::store::profiles::{PreparedRow, RecordKind};
 
@@ -306,6 +304,7 @@ impl Iterator for InOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::validate::CHUNK_BYTES;
     use serde_json::json;
 
     const ECID: &str = "12345678901234567890123456789012345678";

@@ -328,14 +328,23 @@ const DIRECT_ALIGN: usize = 4096;
 /// A direct append is written in pieces of this many bytes, each copied to an aligned buffer.
 const DIRECT_PIECE_BYTES: usize = 1 << 20;
 
-/// Opens `path` for direct writes, or `None` where the file system refuses them.
+/// Opens `path` for direct writes, or `None` where the file system refuses them (and on systems
+/// other than Linux, whose ways to skip the page cache differ).
 fn open_direct(path: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// The id of a segment file from its name.
