@@ -591,20 +591,27 @@ pub struct RawReader {
 }
 
 enum Source {
-    /// JSON Lines are read in blocks of [`CHUNK_BYTES`] straight into a chunk's text, which keeps
-    /// the block's whole lines; the partial line at its end is carried to the next chunk.
-    ///
-    /// Why: reading line by line through a `BufReader` made a system call per 8 KiB and copied
-    /// every line once more (the reading thread was ~10% of a bulk load's CPU).
-    JsonLines {
-        file: File,
-        /// Lines read so far.
-        line: usize,
-        /// The start of a line read past the last whole line.
-        carry: Vec<u8>,
-        /// The file has no more bytes.
-        ended: bool,
-    },
+    JsonLines(LineBlocks),
+    /// Formats read a row at a time.
+    Rows(RowSource),
+}
+
+/// JSON Lines, read in blocks of [`CHUNK_BYTES`] straight into a chunk's text, which keeps the
+/// block's whole lines; the partial line at its end is carried to the next chunk.
+///
+/// Why: reading line by line through a `BufReader` made a system call per 8 KiB and copied
+/// every line once more (the reading thread was ~10% of a bulk load's CPU).
+struct LineBlocks {
+    file: File,
+    /// Lines read so far.
+    line: usize,
+    /// The start of a line read past the last whole line.
+    carry: Vec<u8>,
+    /// The file has no more bytes.
+    ended: bool,
+}
+
+enum RowSource {
     JsonArray {
         splitter: ArraySplitter<BufReader<File>>,
         element: usize,
@@ -621,23 +628,23 @@ impl RawReader {
     pub fn open(path: &Path, format: InputFormat) -> Result<Self, IngestError> {
         let file = File::open(path)?;
         let source = match format {
-            InputFormat::JsonLines => Source::JsonLines {
+            InputFormat::JsonLines => Source::JsonLines(LineBlocks {
                 file,
                 line: 0,
                 carry: Vec::new(),
                 ended: false,
-            },
-            InputFormat::JsonArray => Source::JsonArray {
+            }),
+            InputFormat::JsonArray => Source::Rows(RowSource::JsonArray {
                 splitter: ArraySplitter::new(BufReader::new(file)),
                 element: 0,
-            },
-            InputFormat::Parquet => Source::Parquet {
+            }),
+            InputFormat::Parquet => Source::Rows(RowSource::Parquet {
                 reader: ParquetRecordBatchReaderBuilder::try_new(file)?
                     .with_batch_size(PARQUET_BATCH_ROWS)
                     .build()?,
                 pending: VecDeque::new(),
                 row: 0,
-            },
+            }),
         };
         Ok(Self { source })
     }
@@ -647,29 +654,26 @@ impl RawReader {
     /// file has ended (the chunk may still have gained rows). After an error the file is
     /// unreadable from there on; the rows appended before it stay in `chunk`.
     pub fn read_chunk(&mut self, chunk: &mut RawChunk) -> Result<bool, IngestError> {
-        if let Source::JsonLines {
-            file,
-            line,
-            carry,
-            ended,
-        } = &mut self.source
-        {
-            return read_lines(file, line, carry, ended, chunk);
-        }
-        while chunk.len() < CHUNK_ROWS && chunk.text_bytes() < CHUNK_BYTES {
-            if !self.read_row(chunk)? {
-                return Ok(false);
+        match &mut self.source {
+            Source::JsonLines(lines) => lines.read_into(chunk),
+            Source::Rows(rows) => {
+                while chunk.len() < CHUNK_ROWS && chunk.text_bytes() < CHUNK_BYTES {
+                    if !rows.read_row(chunk)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
             }
         }
-        Ok(true)
     }
+}
 
+impl RowSource {
     /// Appends the next JSON array element or Parquet row to `chunk`; returns `false` at the end
     /// of the file.
     fn read_row(&mut self, chunk: &mut RawChunk) -> Result<bool, IngestError> {
-        match &mut self.source {
-            Source::JsonLines { .. } => unreachable!("JSON Lines are read in blocks"),
-            Source::JsonArray { splitter, element } => match splitter.next_element()? {
+        match self {
+            Self::JsonArray { splitter, element } => match splitter.next_element()? {
                 None => Ok(false),
                 Some(bytes) => {
                     *element += 1;
@@ -681,7 +685,7 @@ impl RawReader {
                     Ok(true)
                 }
             },
-            Source::Parquet {
+            Self::Parquet {
                 reader,
                 pending,
                 row,
@@ -703,60 +707,62 @@ impl RawReader {
     }
 }
 
-/// [`RawReader::read_chunk`] for JSON Lines: reads a block (more while no line ends in it) and
-/// appends its whole lines, with `carry` (the line begun by the last block) first; lines of
-/// whitespace are counted but not kept. Each row's text keeps its newline.
-fn read_lines(
-    file: &mut File,
-    line: &mut usize,
-    carry: &mut Vec<u8>,
-    ended: &mut bool,
-    chunk: &mut RawChunk,
-) -> Result<bool, IngestError> {
-    let start = chunk.text.len();
-    chunk.text.append(carry);
-    let mut searched = start;
-    let end = loop {
-        if *ended {
-            break chunk.text.len();
-        }
-        chunk.text.reserve(CHUNK_BYTES);
-        // `read_to_end` reads into the spare capacity without zeroing it first.
-        let read = match file.take(CHUNK_BYTES as u64).read_to_end(&mut chunk.text) {
-            Ok(read) => read,
-            Err(error) => {
-                chunk.text.truncate(start);
-                return Err(error.into());
+impl LineBlocks {
+    /// Reads a block (more while no line ends in it) and appends its whole lines to `chunk`, with
+    /// `carry` (the line begun by the last block) first; lines of whitespace are counted but not
+    /// kept. Each row's text keeps its newline. Returns `false` once the file has ended.
+    fn read_into(&mut self, chunk: &mut RawChunk) -> Result<bool, IngestError> {
+        let start = chunk.text.len();
+        chunk.text.append(&mut self.carry);
+        let mut searched = start;
+        let end = loop {
+            if self.ended {
+                break chunk.text.len();
             }
+            chunk.text.reserve(CHUNK_BYTES);
+            // `read_to_end` reads into the spare capacity without zeroing it first.
+            let read = match (&mut self.file)
+                .take(CHUNK_BYTES as u64)
+                .read_to_end(&mut chunk.text)
+            {
+                Ok(read) => read,
+                Err(error) => {
+                    chunk.text.truncate(start);
+                    return Err(error.into());
+                }
+            };
+            // Fewer bytes than asked for: `read_to_end` stopped at the end of the file, and every
+            // line left is whole.
+            self.ended = read < CHUNK_BYTES;
+            if self.ended {
+                break chunk.text.len();
+            }
+            if let Some(last) = memchr::memrchr(b'\n', &chunk.text[searched..]) {
+                break searched + last + 1;
+            }
+            searched = chunk.text.len();
         };
-        // Fewer bytes than asked for: `read_to_end` stopped at the end of the file, and every
-        // line left is whole.
-        *ended = read < CHUNK_BYTES;
-        if *ended {
-            break chunk.text.len();
+        self.carry.extend_from_slice(&chunk.text[end..]);
+        chunk.text.truncate(end);
+        let mut line_start = start;
+        let line_ends =
+            memchr::memchr_iter(b'\n', &chunk.text[start..end]).map(|at| start + at + 1);
+        // The file's last line may lack its newline.
+        let last_line = (self.ended && end > start && chunk.text[end - 1] != b'\n').then_some(end);
+        for line_end in line_ends.chain(last_line) {
+            self.line += 1;
+            if !chunk.text[line_start..line_end]
+                .iter()
+                .all(u8::is_ascii_whitespace)
+            {
+                chunk
+                    .rows
+                    .push(RawEntry::Text(self.line, line_start..line_end));
+            }
+            line_start = line_end;
         }
-        if let Some(last) = memchr::memrchr(b'\n', &chunk.text[searched..]) {
-            break searched + last + 1;
-        }
-        searched = chunk.text.len();
-    };
-    carry.extend_from_slice(&chunk.text[end..]);
-    chunk.text.truncate(end);
-    let mut line_start = start;
-    let line_ends = memchr::memchr_iter(b'\n', &chunk.text[start..end]).map(|at| start + at + 1);
-    // The file's last line may lack its newline.
-    let last_line = (*ended && end > start && chunk.text[end - 1] != b'\n').then_some(end);
-    for line_end in line_ends.chain(last_line) {
-        *line += 1;
-        if !chunk.text[line_start..line_end]
-            .iter()
-            .all(u8::is_ascii_whitespace)
-        {
-            chunk.rows.push(RawEntry::Text(*line, line_start..line_end));
-        }
-        line_start = line_end;
+        Ok(!self.ended)
     }
-    Ok(!*ended)
 }
 
 /// Streams the rows of a file, validated for `kind`, one at a time.

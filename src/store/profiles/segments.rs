@@ -109,8 +109,9 @@ struct LogWriter {
 }
 
 impl LogWriter {
-    /// Appends `bytes` to the active segment with direct writes (`O_DIRECT`), from the next
-    /// multiple of [`DIRECT_ALIGN`] at or after the end; returns where they start, or `None` when
+    /// Appends `bytes` to the active segment (at `path`, asked for only to open it) with direct
+    /// writes (`O_DIRECT`), from the next multiple of [`DIRECT_ALIGN`] at or after the end;
+    /// returns where they start, or `None` when
     /// the file system does not take direct writes (nothing written; the caller then writes
     /// through the page cache).
     ///
@@ -119,8 +120,15 @@ impl LogWriter {
     /// 1M-profile load: `pwrite` copies were 11% of all CPU in the records phase) and written out
     /// later by the kernel; a direct write hands the pages to the device instead. The bytes
     /// skipped to align an append, and those padding its last block, are never pointed at.
-    fn append_direct(&mut self, path: &Path, bytes: &[u8]) -> io::Result<Option<u64>> {
-        let file = match self.active_direct.get_or_insert_with(|| open_direct(path)) {
+    fn append_direct(
+        &mut self,
+        path: impl FnOnce() -> PathBuf,
+        bytes: &[u8],
+    ) -> io::Result<Option<u64>> {
+        let file = match self
+            .active_direct
+            .get_or_insert_with(|| open_direct(&path()))
+        {
             Some(file) => file,
             None => return Ok(None),
         };
@@ -390,8 +398,8 @@ impl LogWrite<'_> {
             writer.active = Some(OpenOptions::new().write(true).open(path)?);
         }
         if bytes.len() >= writer.direct_min_bytes {
-            let path = self.log.segment_path(writer.next.segment);
-            if let Some(offset) = writer.append_direct(&path, bytes)? {
+            let segment = writer.next.segment;
+            if let Some(offset) = writer.append_direct(|| self.log.segment_path(segment), bytes)? {
                 return Ok((writer.next.segment, offset));
             }
         }
