@@ -482,9 +482,9 @@ fn prepare_text(
         return None;
     }
     packed_body.clear();
-    // Text the lexer does not plainly take goes the slow way, which words what is wrong.
-    let text = std::str::from_utf8(json).ok()?;
-    let flags = packed::transcode_text(text, packed_body, transcode)?;
+    // Text the lexer does not plainly take (including bytes that are not UTF-8) goes the slow
+    // way, which words what is wrong.
+    let flags = packed::transcode_text(json, packed_body, transcode)?;
     if flags.has_null || flags.has_duplicate_key {
         return None;
     }

@@ -194,28 +194,38 @@ pub struct TranscodeFlags {
 
 /// The length of the run of string bytes at the start of `bytes` that need no attention: up to
 /// the first quote, backslash or control character (or the end). Eight bytes at a time: the byte
-/// loop was the lexer's slowest part.
-fn plain_run(bytes: &[u8]) -> usize {
+/// loop was the lexer's slowest part. Also tells whether the run may hold non-ASCII bytes (a
+/// byte past the run read with the last word may raise it too), which the caller then checks
+/// as UTF-8: most strings are ASCII, so checking them here, in the word already loaded, spares a
+/// UTF-8 pass over the whole row.
+fn plain_run(bytes: &[u8]) -> (usize, bool) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // The high bit of each byte of `word` below `n` (n <= 128) or equal to 0; the lowest set
     // one is exact, which is all that is read.
     let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
     let mut at = 0;
+    let mut seen = 0;
     while let Some(word) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        seen |= word;
         let special = below(word ^ (ONES * u64::from(b'"')), 1)
             | below(word ^ (ONES * u64::from(b'\\')), 1)
             | below(word, 0x20);
         if special != 0 {
-            return at + (special.trailing_zeros() / 8) as usize;
+            return (
+                at + (special.trailing_zeros() / 8) as usize,
+                seen & HIGHS != 0,
+            );
         }
         at += 8;
     }
-    at + bytes[at..]
+    let rest = &bytes[at..];
+    let run = rest
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(bytes.len() - at)
+        .unwrap_or(rest.len());
+    (at + run, seen & HIGHS != 0 || !rest[..run].is_ascii())
 }
 
 /// Nesting deeper than this is not taken: the caller's slow way (serde_json, whose limit is 128)
@@ -225,8 +235,9 @@ const TEXT_TRANSCODER_DEPTH: usize = 100;
 /// Packs JSON text straight into `out`, without building a `serde_json::Value`: the bytes are
 /// those [`pack`] gives for the parsed value, unless [`TranscodeFlags::has_duplicate_key`] is set.
 /// `None` (and `out` left with partial bytes) when the lexer does not plainly take the text (bad
-/// JSON, nesting past 100 levels, a number serde_json's parser refuses): the caller then goes the
-/// slow way, which words what is wrong. `scratch` keeps its buffers from call to call, and the
+/// JSON, bytes that are not UTF-8, nesting past 100 levels, a number serde_json's parser
+/// refuses): the caller then goes the slow way, which words what is wrong. Text outside strings
+/// must be ASCII to be JSON, so only strings are checked as UTF-8, as they are read. `scratch` keeps its buffers from call to call, and the
 /// entries of a top-level object ([`TranscodeScratch::top_fields`]).
 ///
 /// Why: batch ingestion packs every row, and building the `Value` (an allocation per string,
@@ -235,14 +246,14 @@ const TEXT_TRANSCODER_DEPTH: usize = 100;
 /// Noting the top-level entries as they are written spares a walk over the packed row, and reused
 /// buffers spare allocations per row.
 pub fn transcode_text(
-    text: &str,
+    text: &[u8],
     out: &mut Vec<u8>,
     scratch: &mut TranscodeScratch,
 ) -> Option<TranscodeFlags> {
     scratch.keys.clear();
     scratch.top.clear();
     let mut transcoder = TextTranscoder {
-        text: text.as_bytes(),
+        text,
         at: 0,
         out,
         flags: TranscodeFlags::default(),
@@ -276,8 +287,8 @@ impl TranscodeScratch {
     }
 }
 
-/// The lexer of [`transcode_text`]: JSON text (valid UTF-8) straight to packed bytes, giving up
-/// (`None`) on anything that is not plainly valid JSON.
+/// The lexer of [`transcode_text`]: JSON text straight to packed bytes, giving up (`None`) on
+/// anything that is not plainly valid JSON in UTF-8.
 struct TextTranscoder<'a> {
     text: &'a [u8],
     at: usize,
@@ -355,6 +366,7 @@ impl<'a> TextTranscoder<'a> {
         self.at += 1;
         let length_at = open_container(self.out, OBJECT);
         let first_key = self.scratch.keys.len();
+        let mut key_bits = 0;
         let mut count = 0;
         if !self.eat(b'}') {
             loop {
@@ -362,8 +374,13 @@ impl<'a> TextTranscoder<'a> {
                 (self.text.get(self.at) == Some(&b'"')).then_some(())?;
                 let key_at = self.out.len();
                 let key_bytes = self.string()?;
-                self.flags.has_duplicate_key |=
-                    note_key(self.out, &mut self.scratch.keys, first_key, key_at);
+                self.flags.has_duplicate_key |= note_key(
+                    self.out,
+                    &mut self.scratch.keys,
+                    first_key,
+                    &mut key_bits,
+                    key_at,
+                );
                 self.eat(b':').then_some(())?;
                 let value_at = self.out.len();
                 self.value(depth)?;
@@ -387,12 +404,16 @@ impl<'a> TextTranscoder<'a> {
     /// returns its length in bytes.
     fn string(&mut self) -> Option<usize> {
         let start = self.at + 1;
-        let end = start + plain_run(&self.text[start.min(self.text.len())..]);
+        let (run, maybe_non_ascii) = plain_run(&self.text[start.min(self.text.len())..]);
+        let end = start + run;
         match *self.text.get(end)? {
             b'"' => {}
             b'\\' => return self.escaped_string(start),
             // Control characters must be escaped in JSON strings.
             _ => return None,
+        }
+        if maybe_non_ascii {
+            std::str::from_utf8(&self.text[start..end]).ok()?;
         }
         string_bytes(&self.text[start..end], self.out);
         self.at = end + 1;
@@ -454,6 +475,9 @@ impl<'a> TextTranscoder<'a> {
                 }
             }
         }
+        // Escapes add whole characters and cannot split a raw one (a backslash is ASCII), so the
+        // unescaped bytes are UTF-8 exactly when the raw ones are.
+        std::str::from_utf8(unescaped).ok()?;
         string_bytes(unescaped, self.out);
         self.at = at + 1;
         Some(unescaped.len())
@@ -504,17 +528,24 @@ const COUNT_SLOT: usize = 1;
 
 /// Notes the key just written to `out` from `start` among the keys of the object being
 /// transcoded (`keys[first_key..]`, ranges in `out`); tells whether the object had it already.
+/// `key_bits` holds one bit per key of the object, chosen by the key's length and last byte:
+/// only a key whose bit is set already is compared with the others. Why: comparing every key
+/// with all before it cost a `memcmp` call per pair of equally long keys, and keys differ.
 fn note_key(
     out: &[u8],
     keys: &mut Vec<std::ops::Range<usize>>,
     first_key: usize,
+    key_bits: &mut u64,
     start: usize,
 ) -> bool {
     let key = start..out.len();
-    // Objects are small, so a linear look through this object's keys is cheap.
-    let repeated = keys[first_key..]
-        .iter()
-        .any(|known| out[known.clone()] == out[key.clone()]);
+    let last = out.last().copied().unwrap_or(0);
+    let bit = 1u64 << ((key.len() as u64 * 7 + u64::from(last)) % 64);
+    let repeated = *key_bits & bit != 0
+        && keys[first_key..]
+            .iter()
+            .any(|known| out[known.clone()] == out[key.clone()]);
+    *key_bits |= bit;
     keys.push(key);
     repeated
 }
@@ -1064,7 +1095,7 @@ mod tests {
             let text = escaped_json(&value);
             let mut out = Vec::new();
             let mut scratch = TranscodeScratch::default();
-            let flags = transcode_text(&text, &mut out, &mut scratch);
+            let flags = transcode_text(text.as_bytes(), &mut out, &mut scratch);
             prop_assert!(flags.is_some(), "{}", text);
             let reparsed: Value = serde_json::from_str(&text).unwrap();
             prop_assert_eq!(&reparsed, &value);
@@ -1123,20 +1154,69 @@ mod tests {
         for text in give_up {
             let mut out = Vec::new();
             assert_eq!(
-                transcode_text(text, &mut out, &mut TranscodeScratch::default()),
+                transcode_text(text.as_bytes(), &mut out, &mut TranscodeScratch::default()),
                 None,
                 "{text}"
             );
         }
     }
 
-    /// [`transcode_text`] of UTF-8 bytes with fresh buffers, as `prepare_text` calls it.
+    #[test]
+    fn the_text_transcoder_takes_utf8_strings_and_gives_up_on_other_bytes() {
+        // Non-ASCII text in strings and keys, in the first word, across word boundaries, after
+        // escapes and in the bytes left after the last whole word.
+        let agree = [
+            "\"\u{e9}\"",
+            "{\"cl\u{e9}\": \"a\u{1F600}bcdefgh\u{e9}ijklmnop\u{4e2d}\"}",
+            "[\"abcdefg\u{e9}\", \"\\n\u{e9}\\t\u{1F600}\", \"abcdefghijklmno\u{e9}\"]",
+        ];
+        for text in agree {
+            let mut out = Vec::new();
+            let flags = transcode(text.as_bytes(), &mut out).expect(text);
+            assert_packs_as(flags, &out, &serde_json::from_str(text).unwrap());
+        }
+        let give_up: [&[u8]; 9] = [
+            b"\"\xff\"",
+            b"\"abcdefg\xc3\"",
+            b"\"abcdefgh\xc3\xa9\xa9\"",
+            b"\"\xe2\x82\"",
+            b"\"\xc0\xaf\"",
+            b"\"\xed\xa0\x80\"",
+            b"\"\\n\xc3\"",
+            b"{\"\xc3\\u00a9\": 1}",
+            b"[\xc3\xa9]",
+        ];
+        for text in give_up {
+            assert!(serde_json::from_slice::<Value>(text).is_err());
+            assert_eq!(transcode(text, &mut Vec::new()), None, "{text:?}");
+        }
+    }
+
+    proptest! {
+        /// On any bytes, UTF-8 or not, the text transcoder gives up or gives what serde_json
+        /// reads.
+        #[test]
+        fn the_text_transcoder_agrees_with_serde_json_on_bytes(
+            text in proptest::collection::vec(
+                prop_oneof![
+                    3 => proptest::sample::select(b"[]{}\",: 0a\\u".to_vec()),
+                    1 => proptest::sample::select(vec![0x80u8, 0xa9, 0xbf, 0xc3, 0xe2, 0xed, 0xf0, 0xff]),
+                ],
+                0..24,
+            )
+        ) {
+            let mut fast = Vec::new();
+            if let Some(flags) = transcode(&text, &mut fast) {
+                let by_serde = serde_json::from_slice::<Value>(&text);
+                prop_assert!(by_serde.is_ok(), "{:?}", text);
+                assert_packs_as(flags, &fast, &by_serde.unwrap());
+            }
+        }
+    }
+
+    /// [`transcode_text`] with fresh buffers.
     fn transcode(text: &[u8], out: &mut Vec<u8>) -> Option<TranscodeFlags> {
-        transcode_text(
-            std::str::from_utf8(text).ok()?,
-            out,
-            &mut TranscodeScratch::default(),
-        )
+        transcode_text(text, out, &mut TranscodeScratch::default())
     }
 
     /// Checks that `packed`, transcoded with `flags`, is the packing of `value` (serde_json's
