@@ -75,49 +75,6 @@ pub fn to_value(bytes: &[u8]) -> Result<Value, PackedError> {
     Ok(value)
 }
 
-/// Appends the packed value `bytes` as compact JSON text: byte for byte what
-/// `serde_json::to_string` gives for the `Value` that [`to_value`] reads from it.
-///
-/// Why: a record checked on its packed form is stored as JSON text, and building a `Value` to
-/// print it cost more than the check.
-pub fn write_json(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    serde_json::to_writer(out, &AsJson(bytes))
-}
-
-/// A packed value serialized as the `serde_json::Value` it holds would be (the same serializer
-/// calls, so the same text).
-struct AsJson<'a>(&'a [u8]);
-
-impl serde::Serialize for AsJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeMap, SerializeSeq};
-        let malformed = || S::Error::custom("malformed packed value");
-        match node(self.0).ok_or_else(malformed)? {
-            Node::Null => serializer.serialize_unit(),
-            Node::Bool(value) => serializer.serialize_bool(value),
-            Node::Negative(value) => serializer.serialize_i64(value),
-            Node::Positive(value) => serializer.serialize_u64(value),
-            Node::Double(value) => serializer.serialize_f64(value),
-            Node::String(text) => serializer.serialize_str(text),
-            Node::Array(array) => {
-                let mut seq = serializer.serialize_seq(None)?;
-                for item in items(array).ok_or_else(malformed)? {
-                    seq.serialize_element(&AsJson(item))?;
-                }
-                seq.end()
-            }
-            Node::Object(object) => {
-                let mut map = serializer.serialize_map(None)?;
-                for (key, value) in fields(object).ok_or_else(malformed)? {
-                    let key = std::str::from_utf8(key).map_err(|_| malformed())?;
-                    map.serialize_entry(key, &AsJson(value))?;
-                }
-                map.end()
-            }
-        }
-    }
-}
-
 fn varint(value: u64, out: &mut Vec<u8>) {
     // Most varints (string lengths, item counts) take one byte: pushed, where copying a slice of
     // a length known only at run time was a call to memcpy (perf: a tenth of the packing time).
@@ -1024,13 +981,6 @@ mod tests {
             for cut in 0..packed.len() {
                 prop_assert!(to_value(&packed[..cut]).is_err());
             }
-        }
-
-        #[test]
-        fn packed_values_print_as_serde_json_prints_their_value(value in arbitrary_json()) {
-            let mut text = Vec::new();
-            write_json(&to_packed(&value), &mut text).unwrap();
-            prop_assert_eq!(String::from_utf8(text).unwrap(), value.to_string());
         }
     }
 
