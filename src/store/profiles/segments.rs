@@ -111,9 +111,8 @@ struct LogWriter {
 impl LogWriter {
     /// Appends `bytes` to the active segment (at `path`, asked for only to open it) with direct
     /// writes (`O_DIRECT`), from the next multiple of [`DIRECT_ALIGN`] at or after the end;
-    /// returns where they start, or `None` when
-    /// the file system does not take direct writes (nothing written; the caller then writes
-    /// through the page cache).
+    /// returns where they start, or `None` when the file system does not take direct writes
+    /// (nothing written; the caller then writes through the page cache).
     ///
     /// Why: a bulk load appends gigabytes that are not read again soon. Through the page cache,
     /// each byte was copied into freshly allocated cache pages on the writing thread (perf over a
