@@ -75,13 +75,21 @@ pub fn to_value(bytes: &[u8]) -> Result<Value, PackedError> {
     Ok(value)
 }
 
+/// Inlined for its one-byte case, the usual one.
+#[inline]
 fn varint(value: u64, out: &mut Vec<u8>) {
     // Most varints (string lengths, item counts) take one byte: pushed, where copying a slice of
     // a length known only at run time was a call to memcpy (perf: a tenth of the packing time).
     if value < 0x80 {
         out.push(value as u8);
-        return;
+    } else {
+        long_varint(value, out);
     }
+}
+
+/// [`varint`] of a value that takes more than one byte.
+#[inline(never)]
+fn long_varint(value: u64, out: &mut Vec<u8>) {
     let mut bytes = [0u8; 10];
     let length = varint_into(value, &mut bytes);
     out.extend_from_slice(&bytes[..length]);
@@ -127,6 +135,25 @@ fn string_bytes(text: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(text);
 }
 
+/// [`string_bytes`] of `row[range]`. A string of up to 16 bytes with 16 bytes of the row from its
+/// start is copied as those 16 bytes and cut back: a copy of a length known when compiling is a
+/// few moves, where a copy of any other length was a call to `memcpy`, which branches on the
+/// length (cachegrind put a quarter of the lexer's mispredicted branches there).
+#[inline(always)]
+fn row_string_bytes(row: &[u8], range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+    const WINDOW: usize = 16;
+    let length = range.len();
+    varint(length as u64, out);
+    match row.get(range.start..range.start + WINDOW) {
+        Some(window) if length <= WINDOW => {
+            let end = out.len() + length;
+            out.extend_from_slice(window);
+            out.truncate(end);
+        }
+        _ => out.extend_from_slice(&row[range]),
+    }
+}
+
 fn container(tag: u8, count: usize, out: &mut Vec<u8>, items: impl FnOnce(&mut Vec<u8>)) {
     out.push(tag);
     let length_at = out.len();
@@ -151,38 +178,30 @@ pub struct TranscodeFlags {
 
 /// The length of the run of string bytes at the start of `bytes` that need no attention: up to
 /// the first quote, backslash or control character (or the end). Eight bytes at a time: the byte
-/// loop was the lexer's slowest part. Also tells whether the run may hold non-ASCII bytes (a
-/// byte past the run read with the last word may raise it too), which the caller then checks
-/// as UTF-8: most strings are ASCII, so checking them here, in the word already loaded, spares a
-/// UTF-8 pass over the whole row.
-fn plain_run(bytes: &[u8]) -> (usize, bool) {
+/// loop was the lexer's slowest part. Used for rows with escapes or control bytes, whose quotes
+/// [`index_quotes`] cannot vouch for.
+fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // The high bit of each byte of `word` below `n` (n <= 128) or equal to 0; the lowest set
     // one is exact, which is all that is read.
     let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
     let mut at = 0;
-    let mut seen = 0;
     while let Some(word) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        seen |= word;
         let special = below(word ^ (ONES * u64::from(b'"')), 1)
             | below(word ^ (ONES * u64::from(b'\\')), 1)
             | below(word, 0x20);
         if special != 0 {
-            return (
-                at + (special.trailing_zeros() / 8) as usize,
-                seen & HIGHS != 0,
-            );
+            return at + (special.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
     let rest = &bytes[at..];
-    let run = rest
+    at + rest
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(rest.len());
-    (at + run, seen & HIGHS != 0 || !rest[..run].is_ascii())
+        .unwrap_or(rest.len())
 }
 
 /// Nesting deeper than this is not taken: the caller's slow way (serde_json, whose limit is 128)
@@ -193,9 +212,9 @@ const TEXT_TRANSCODER_DEPTH: usize = 100;
 /// those [`pack`] gives for the parsed value, unless [`TranscodeFlags::has_duplicate_key`] is set.
 /// `None` (and `out` left with partial bytes) when the lexer does not plainly take the text (bad
 /// JSON, bytes that are not UTF-8, nesting past 100 levels, a number serde_json's parser
-/// refuses): the caller then goes the slow way, which words what is wrong. Text outside strings
-/// must be ASCII to be JSON, so only strings are checked as UTF-8, as they are read. `scratch`
-/// keeps its buffers from call to call, and the entries of a top-level object
+/// refuses): the caller then goes the slow way, which words what is wrong. A row is checked as
+/// UTF-8 only when [`index_quotes`] sees a byte with its high bit set (most rows are ASCII).
+/// `scratch` keeps its buffers from call to call, and the entries of a top-level object
 /// ([`TranscodeScratch::top_fields`]).
 ///
 /// Why: batch ingestion packs every row, and building the `Value` (an allocation per string,
@@ -208,18 +227,160 @@ pub fn transcode_text(
     out: &mut Vec<u8>,
     scratch: &mut TranscodeScratch,
 ) -> Option<TranscodeFlags> {
-    scratch.keys.clear();
-    scratch.top.clear();
+    let TranscodeScratch {
+        keys,
+        unescaped,
+        top,
+        quote_words,
+    } = scratch;
+    keys.clear();
+    top.clear();
+    // Whitespace around the value means nothing, and rows often end in a newline: the lexer
+    // reads the value alone, so that [`index_quotes`] does not take the newline for a control
+    // byte in a string.
+    let is_whitespace = |byte: &u8| matches!(byte, b' ' | b'\n' | b'\r' | b'\t');
+    let start = text.iter().position(|byte| !is_whitespace(byte))?;
+    let end = text.iter().rposition(|byte| !is_whitespace(byte))? + 1;
+    let text = &text[start..end];
+    let row = index_quotes(text, quote_words);
+    if row.maybe_non_ascii {
+        std::str::from_utf8(text).ok()?;
+    }
     let mut transcoder = TextTranscoder {
         text,
         at: 0,
         out,
         flags: TranscodeFlags::default(),
-        scratch,
+        keys,
+        unescaped,
+        top,
+        quotes: (!row.has_escape_or_control).then_some(quote_words.as_slice()),
     };
     transcoder.value(0)?;
-    transcoder.skip_whitespace();
     (transcoder.at == transcoder.text.len()).then_some(transcoder.flags)
+}
+
+/// What [`index_quotes`] saw in a row besides its quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowBytes {
+    /// A backslash or a byte below 0x20 occurs: the quote index does not tell where strings end
+    /// (an escaped quote), nor that their bytes are allowed.
+    has_escape_or_control: bool,
+    /// A byte has its high bit set: the row must be checked as UTF-8.
+    maybe_non_ascii: bool,
+}
+
+/// Sets in `quote_words` one bit per quote of `text` (bit `i % 64` of word `i / 64` for the byte
+/// at `i`), and tells whether the row holds backslashes, control bytes or non-ASCII bytes.
+///
+/// Why: finding where each string ends byte by byte (eight bytes a step, [`plain_run`]) was the
+/// lexer's costliest part, its loop exits mispredicted at every string end. Most rows are compact
+/// JSON without escapes: for them this one pass over the row, 64 bytes a step, finds every
+/// string's end, and the lexer then jumps from quote to quote (see [`next_quote`]); it need not
+/// check a string's bytes either, since a row without control bytes has none in its strings, and
+/// a row with non-ASCII bytes is checked as UTF-8 whole.
+fn index_quotes(text: &[u8], quote_words: &mut Vec<u64>) -> RowBytes {
+    quote_words.clear();
+    let blocks = text.chunks_exact(64);
+    // The tail is padded with spaces, which are neither quotes nor special.
+    let mut tail = [b' '; 64];
+    tail[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2, the one feature `index_blocks_sse2` enables, is part of x86-64: every x86-64
+    // processor has it.
+    return unsafe { index_blocks_sse2(blocks, &tail, quote_words) };
+    #[cfg(not(target_arch = "x86_64"))]
+    return index_blocks_portable(blocks, &tail, quote_words);
+}
+
+/// [`index_quotes`]'s pass over the row's 64-byte blocks and its padded tail, with SSE2: 16 bytes
+/// a compare. (A loop over bytes left for the compiler to vectorise was slower than the
+/// eight-byte lexer it replaced: the compiler took two bytes a step.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn index_blocks_sse2(
+    blocks: std::slice::ChunksExact<'_, u8>,
+    tail: &[u8; 64],
+    quote_words: &mut Vec<u64>,
+) -> RowBytes {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8, _mm_setzero_si128,
+    };
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let last_control = _mm_set1_epi8(0x1f);
+    // Lanes set where a backslash or control byte was seen; every byte or'ed together.
+    let mut special = _mm_setzero_si128();
+    let mut high = _mm_setzero_si128();
+    for block in blocks.chain([tail.as_slice()]) {
+        let mut word = 0u64;
+        for (lane_at, lane) in block.chunks_exact(16).enumerate() {
+            // SAFETY: `lane` is 16 readable bytes, and an unaligned load asks no more.
+            let bytes = unsafe { _mm_loadu_si128(lane.as_ptr().cast()) };
+            let quotes = _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, quote)) as u16;
+            word |= u64::from(quotes) << (16 * lane_at);
+            // A byte is a control byte when its unsigned minimum with 0x1f is itself.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(bytes, last_control), bytes);
+            special = _mm_or_si128(special, control);
+            special = _mm_or_si128(special, _mm_cmpeq_epi8(bytes, backslash));
+            high = _mm_or_si128(high, bytes);
+        }
+        quote_words.push(word);
+    }
+    RowBytes {
+        has_escape_or_control: _mm_movemask_epi8(special) != 0,
+        maybe_non_ascii: _mm_movemask_epi8(high) != 0,
+    }
+}
+
+/// [`index_quotes`]'s pass elsewhere: eight bytes at a time in a `u64`. Compiled on x86-64 too
+/// for the tests, which hold it to the SSE2 pass.
+#[cfg(any(not(target_arch = "x86_64"), test))]
+fn index_blocks_portable(
+    blocks: std::slice::ChunksExact<'_, u8>,
+    tail: &[u8; 64],
+    quote_words: &mut Vec<u64>,
+) -> RowBytes {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `word` below `n` (n <= 128) or equal to 0; wrong only above
+    // a byte that is right, which is enough to tell whether any byte is.
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
+    let mut special = 0u64;
+    let mut high = 0u64;
+    for block in blocks.chain([tail.as_slice()]) {
+        let mut quote_bits = 0u64;
+        for (word_at, word) in block.chunks_exact(8).enumerate() {
+            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+            // Exactly the bytes equal to a quote: a byte of `apart` is 0 there, and adding 0x7f
+            // to its low seven bits sets its high bit everywhere else.
+            let apart = word ^ (ONES * u64::from(b'"'));
+            let quotes = !(((apart & !HIGHS) + !HIGHS) | apart) & HIGHS;
+            // Gathers the eight high bits into one byte, bit i from byte i.
+            let packed = (quotes >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+            quote_bits |= packed << (8 * word_at);
+            special |= below(word ^ (ONES * u64::from(b'\\')), 1) | below(word, 0x20);
+            high |= word;
+        }
+        quote_words.push(quote_bits);
+    }
+    RowBytes {
+        has_escape_or_control: special != 0,
+        maybe_non_ascii: high & HIGHS != 0,
+    }
+}
+
+/// The position of the first quote at or after `from` in the row whose quotes `quote_words`
+/// holds ([`index_quotes`]); `None` when no quote follows.
+fn next_quote(quote_words: &[u64], from: usize) -> Option<usize> {
+    let mut word_at = from / 64;
+    let mut word = quote_words.get(word_at)? & (!0u64 << (from % 64));
+    while word == 0 {
+        word_at += 1;
+        word = *quote_words.get(word_at)?;
+    }
+    Some(word_at * 64 + word.trailing_zeros() as usize)
 }
 
 /// Buffers of [`transcode_text`], kept between calls.
@@ -232,6 +393,8 @@ pub struct TranscodeScratch {
     /// The entries of the top-level object: each key's bytes and its packed value, as byte
     /// ranges of `out`.
     top: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// The row's quotes, a bit per byte ([`index_quotes`]).
+    quote_words: Vec<u64>,
 }
 
 impl TranscodeScratch {
@@ -252,7 +415,15 @@ struct TextTranscoder<'a> {
     at: usize,
     out: &'a mut Vec<u8>,
     flags: TranscodeFlags,
-    scratch: &'a mut TranscodeScratch,
+    /// [`TranscodeScratch::keys`].
+    keys: &'a mut Vec<std::ops::Range<usize>>,
+    /// [`TranscodeScratch::unescaped`].
+    unescaped: &'a mut Vec<u8>,
+    /// [`TranscodeScratch::top`].
+    top: &'a mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// The row's quotes when its strings hold no escapes or control bytes, and its non-ASCII
+    /// bytes (if any) are checked already: strings then end at the next quote.
+    quotes: Option<&'a [u64]>,
 }
 
 impl<'a> TextTranscoder<'a> {
@@ -299,14 +470,19 @@ impl<'a> TextTranscoder<'a> {
         Some(())
     }
 
+    /// Inlined into the containers' loops: a call per value (saving and restoring registers)
+    /// was a tenth of the lexer's instructions; nesting recurses through [`Self::object`] and
+    /// [`Self::array`].
+    #[inline(always)]
     fn value(&mut self, depth: usize) -> Option<()> {
-        match *self.text.get(self.at)? {
-            // Looked at only when no value starts here: mostly compact JSON, whose values follow
-            // their colon or comma at once.
-            b' ' | b'\n' | b'\r' | b'\t' => {
-                self.skip_whitespace();
-                self.value(depth)
-            }
+        let mut next = *self.text.get(self.at)?;
+        // Looked at only when no value starts here: mostly compact JSON, whose values follow
+        // their colon or comma at once.
+        if let b' ' | b'\n' | b'\r' | b'\t' = next {
+            self.skip_whitespace();
+            next = *self.text.get(self.at)?;
+        }
+        match next {
             b'"' => {
                 self.out.push(STRING);
                 self.string().map(drop)
@@ -349,28 +525,25 @@ impl<'a> TextTranscoder<'a> {
         }
         self.at += 1;
         let length_at = open_container(self.out, OBJECT);
-        let first_key = self.scratch.keys.len();
+        let first_key = self.keys.len();
         let mut key_bits = 0;
         let mut count = 0;
         if !self.eat(b'}') {
             loop {
-                self.skip_whitespace();
-                (self.text.get(self.at) == Some(&b'"')).then_some(())?;
+                // A key's quote is looked for first, as in `eat`.
+                if self.text.get(self.at) != Some(&b'"') {
+                    self.skip_whitespace();
+                    (self.text.get(self.at) == Some(&b'"')).then_some(())?;
+                }
                 let key_at = self.out.len();
                 let key_bytes = self.string()?;
-                self.flags.has_duplicate_key |= note_key(
-                    self.out,
-                    &mut self.scratch.keys,
-                    first_key,
-                    &mut key_bits,
-                    key_at,
-                );
+                self.flags.has_duplicate_key |=
+                    note_key(self.out, self.keys, first_key, &mut key_bits, key_at);
                 self.eat(b':').then_some(())?;
                 let value_at = self.out.len();
                 self.value(depth)?;
                 if depth == 1 {
-                    self.scratch
-                        .top
+                    self.top
                         .push((value_at - key_bytes..value_at, value_at..self.out.len()));
                 }
                 count += 1;
@@ -379,24 +552,33 @@ impl<'a> TextTranscoder<'a> {
                 }
             }
         }
-        self.scratch.keys.truncate(first_key);
+        self.keys.truncate(first_key);
         close_container(self.out, length_at, count).ok()
     }
 
     /// Writes the string starting at the opening quote as a packed string (length and bytes);
     /// returns its length in bytes.
+    #[inline(always)]
     fn string(&mut self) -> Option<usize> {
         let start = self.at + 1;
-        let (run, maybe_non_ascii) = plain_run(&self.text[start.min(self.text.len())..]);
-        let end = start + run;
+        if let Some(quotes) = self.quotes {
+            let end = next_quote(quotes, start)?;
+            row_string_bytes(self.text, start..end, self.out);
+            self.at = end + 1;
+            return Some(end - start);
+        }
+        self.unindexed_string(start)
+    }
+
+    /// [`Self::string`] in a row whose quotes are not indexed: its end found by [`plain_run`].
+    #[inline(never)]
+    fn unindexed_string(&mut self, start: usize) -> Option<usize> {
+        let end = start + plain_run(&self.text[start.min(self.text.len())..]);
         match *self.text.get(end)? {
             b'"' => {}
             b'\\' => return self.escaped_string(start),
             // Control characters must be escaped in JSON strings.
             _ => return None,
-        }
-        if maybe_non_ascii {
-            std::str::from_utf8(&self.text[start..end]).ok()?;
         }
         string_bytes(&self.text[start..end], self.out);
         self.at = end + 1;
@@ -406,7 +588,7 @@ impl<'a> TextTranscoder<'a> {
     /// [`TextTranscoder::string`] for a string with escapes, unescaped first.
     fn escaped_string(&mut self, start: usize) -> Option<usize> {
         let text = self.text;
-        let unescaped = &mut self.scratch.unescaped;
+        let unescaped = &mut *self.unescaped;
         unescaped.clear();
         let mut at = start;
         loop {
@@ -458,9 +640,8 @@ impl<'a> TextTranscoder<'a> {
                 }
             }
         }
-        // Escapes add whole characters and cannot split a raw one (a backslash is ASCII), so the
-        // unescaped bytes are UTF-8 exactly when the raw ones are.
-        std::str::from_utf8(unescaped).ok()?;
+        // The row is UTF-8 (checked first), and escapes add whole characters without splitting a
+        // raw one (a backslash is ASCII): the unescaped bytes are UTF-8 too.
         string_bytes(unescaped, self.out);
         self.at = at + 1;
         Some(unescaped.len())
@@ -542,20 +723,33 @@ fn open_container(out: &mut Vec<u8>, tag: u8) -> usize {
 }
 
 /// Writes the count and length of the container opened at `length_at`; fails past 4 GiB.
+/// Inlined for the usual case, a count that fills the slot.
+#[inline]
 fn close_container(
     out: &mut Vec<u8>,
     length_at: usize,
     count: usize,
 ) -> Result<(), std::num::TryFromIntError> {
     let count_at = length_at + 4;
-    let items_at = count_at + COUNT_SLOT;
     if COUNT_SLOT == 1 && count < 0x80 {
-        // The count fills the slot (the usual case): no copy of a slice of unknown length.
+        // No copy of a slice of unknown length.
         out[count_at] = count as u8;
         let length = u32::try_from(out.len() - count_at)?;
         out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
         return Ok(());
     }
+    close_long_container(out, length_at, count)
+}
+
+/// [`close_container`] of a container whose count takes more than its slot.
+#[inline(never)]
+fn close_long_container(
+    out: &mut Vec<u8>,
+    length_at: usize,
+    count: usize,
+) -> Result<(), std::num::TryFromIntError> {
+    let count_at = length_at + 4;
+    let items_at = count_at + COUNT_SLOT;
     let mut count_bytes = [0u8; 10];
     let count_len = varint_into(count as u64, &mut count_bytes);
     if count_len > COUNT_SLOT {
@@ -1189,6 +1383,85 @@ mod tests {
                 prop_assert!(by_serde.is_ok(), "{:?}", text);
                 assert_packs_as(flags, &fast, &by_serde.unwrap());
             }
+        }
+    }
+
+    proptest! {
+        /// The quote index has a bit for every quote and no other byte, in both scanners, and
+        /// both tell backslashes, control bytes and high bytes alike: rows of any length, so
+        /// that whole blocks, padded tails and the edge between them are all met.
+        #[test]
+        fn both_quote_scanners_find_every_quote_and_every_special_byte(
+            text in proptest::collection::vec(
+                prop_oneof![
+                    4 => proptest::sample::select(b"\"a: {,".to_vec()),
+                    1 => proptest::sample::select(vec![b'\\', 0x00, 0x09, 0x0a, 0x1f, 0x20, 0x7f, 0x80, 0xff]),
+                ],
+                0..300,
+            )
+        ) {
+            let mut sse = Vec::new();
+            let row = index_quotes(&text, &mut sse);
+            let blocks = text.chunks_exact(64);
+            let mut tail = [b' '; 64];
+            tail[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
+            let mut portable = Vec::new();
+            prop_assert_eq!(index_blocks_portable(blocks, &tail, &mut portable), row);
+            prop_assert_eq!(&portable, &sse);
+            prop_assert_eq!(sse.len(), text.len() / 64 + 1);
+            for (at, byte) in text.iter().enumerate() {
+                prop_assert_eq!(sse[at / 64] >> (at % 64) & 1 == 1, *byte == b'"', "byte {}", at);
+            }
+            prop_assert_eq!(sse.last().map(|last| last >> (text.len() % 64)), Some(0));
+            prop_assert_eq!(
+                row.has_escape_or_control,
+                text.iter().any(|&byte| byte == b'\\' || byte < 0x20)
+            );
+            prop_assert_eq!(row.maybe_non_ascii, !text.is_ascii());
+        }
+
+        /// Long strings (across the 64-byte words of the quote index, and longer than the
+        /// 16-byte copy window) in rows with and without escapes read as serde_json reads them.
+        #[test]
+        fn long_strings_transcode_as_serde_json_reads_them(
+            mut strings in proptest::collection::vec("[a-z\u{e9}\u{1F600}]{0,150}", 1..6),
+            padding in 0usize..70,
+            escaped in any::<bool>(),
+        ) {
+            if escaped {
+                strings[0].push('"');
+            }
+            let row = json!({"pad": "p".repeat(padding), "strings": strings});
+            let text = row.to_string();
+            let mut out = Vec::new();
+            let flags = transcode(text.as_bytes(), &mut out);
+            prop_assert!(flags.is_some(), "{}", text);
+            assert_packs_as(flags.unwrap(), &out, &row);
+        }
+    }
+
+    #[test]
+    fn rows_around_their_json_whitespace_and_control_bytes_in_strings() {
+        // Whitespace around the value is no part of it, in rows with and without escapes; a
+        // control byte in a string fails the row either way, and a form feed is no whitespace.
+        for text in ["\n {\"a\": \"b\"}\r\n", "\t[\"a\\n\"] ", " 1 "] {
+            let mut out = Vec::new();
+            let flags = transcode(text.as_bytes(), &mut out).expect(text);
+            assert_packs_as(flags, &out, &serde_json::from_str(text).unwrap());
+        }
+        for text in [
+            "{\"a\": \"b\tc\"}",
+            "[\"\\n\", \"\u{1}\"]",
+            "\u{c}{}",
+            "  ",
+            "",
+        ] {
+            assert!(serde_json::from_str::<Value>(text).is_err());
+            assert_eq!(
+                transcode(text.as_bytes(), &mut Vec::new()),
+                None,
+                "{text:?}"
+            );
         }
     }
 
