@@ -213,9 +213,9 @@ const TEXT_TRANSCODER_DEPTH: usize = 100;
 /// `None` (and `out` left with partial bytes) when the lexer does not plainly take the text (bad
 /// JSON, bytes that are not UTF-8, nesting past 100 levels, a number serde_json's parser
 /// refuses): the caller then goes the slow way, which words what is wrong. A row is checked as
-/// UTF-8 only when [`index_quotes`] sees a byte with its high bit set (most rows are ASCII).
-/// `scratch` keeps its buffers from call to call, and the entries of a top-level object
-/// ([`TranscodeScratch::top_fields`]).
+/// UTF-8 only when the pass that indexes its quotes sees a byte with its high bit set (most rows
+/// are ASCII). `scratch` keeps its buffers from call to call, and the entries of a top-level
+/// object ([`TranscodeScratch::top_fields`]).
 ///
 /// Why: batch ingestion packs every row, and building the `Value` (an allocation per string,
 /// array and object, hashed object keys) and freeing it cost more than parsing does; a lexer of
@@ -723,7 +723,7 @@ fn open_container(out: &mut Vec<u8>, tag: u8) -> usize {
 }
 
 /// Writes the count and length of the container opened at `length_at`; fails past 4 GiB.
-/// Inlined for the usual case, a count that fills the slot.
+/// Inlined: the lexer calls it for every container, whose count mostly fills the slot.
 #[inline]
 fn close_container(
     out: &mut Vec<u8>,
@@ -734,21 +734,18 @@ fn close_container(
     if COUNT_SLOT == 1 && count < 0x80 {
         // No copy of a slice of unknown length.
         out[count_at] = count as u8;
-        let length = u32::try_from(out.len() - count_at)?;
-        out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
-        return Ok(());
+    } else {
+        write_long_count(out, count_at, count);
     }
-    close_long_container(out, length_at, count)
+    let length = u32::try_from(out.len() - count_at)?;
+    out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
+    Ok(())
 }
 
-/// [`close_container`] of a container whose count takes more than its slot.
+/// Writes at `count_at` a count that may take more than its slot, moving the items up to make
+/// room.
 #[inline(never)]
-fn close_long_container(
-    out: &mut Vec<u8>,
-    length_at: usize,
-    count: usize,
-) -> Result<(), std::num::TryFromIntError> {
-    let count_at = length_at + 4;
+fn write_long_count(out: &mut Vec<u8>, count_at: usize, count: usize) {
     let items_at = count_at + COUNT_SLOT;
     let mut count_bytes = [0u8; 10];
     let count_len = varint_into(count as u64, &mut count_bytes);
@@ -759,9 +756,6 @@ fn close_long_container(
         out.copy_within(items_at..items_end, items_at + grow);
     }
     out[count_at..count_at + count_len].copy_from_slice(&count_bytes[..count_len]);
-    let length = u32::try_from(out.len() - count_at)?;
-    out[length_at..count_at].copy_from_slice(&length.to_le_bytes());
-    Ok(())
 }
 
 /// Returns the packed value of `key` in the packed object `object`, or `None` when `object` is
@@ -1384,9 +1378,7 @@ mod tests {
                 assert_packs_as(flags, &fast, &by_serde.unwrap());
             }
         }
-    }
 
-    proptest! {
         /// The quote index has a bit for every quote and no other byte, in both scanners, and
         /// both tell backslashes, control bytes and high bytes alike: rows of any length, so
         /// that whole blocks, padded tails and the edge between them are all met.
