@@ -1277,6 +1277,10 @@ struct BatchWriter<'a, 'txn, 'log> {
     last_link: Option<(IdentityKeys, u64)>,
     /// Where flushes seal their values, one per sealing thread.
     seal_buffers: Vec<SealBuffer>,
+    /// The persons of the flush being written, in key order; kept (empty) from flush to flush,
+    /// like `seal_buffers`: collecting them into a new vector every flush had the kernel zero its
+    /// fresh pages, 7% of the writing thread's samples (perf, 1M load).
+    flushing: Vec<(u64, PendingPerson)>,
 }
 
 impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
@@ -1309,6 +1313,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
             last_link: None,
             partition_persons: PARTITION_PERSONS,
             seal_buffers: Vec::new(),
+            flushing: Vec::new(),
         })
     }
 
@@ -1529,7 +1534,8 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
     /// chunks and headers are compressed on every core first ([`seal_persons`]), so
     /// the one thread that writes only inserts.
     fn write_pending(&mut self) -> Result<(), ProfileStoreError> {
-        let mut pending: Vec<(u64, PendingPerson)> = self.pending.drain().collect();
+        let mut pending = std::mem::take(&mut self.flushing);
+        pending.extend(self.pending.drain());
         pending.sort_unstable_by_key(|(person_id, _)| *person_id);
         for (_, person) in &mut pending {
             if !person.new_events.is_empty() {
@@ -1561,7 +1567,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                 len: range.len() as u32,
             })
         };
-        for ((person_id, mut person), sealed) in pending.into_iter().zip(sealed) {
+        for ((person_id, mut person), sealed) in pending.drain(..).zip(sealed) {
             self.touched_partitions
                 .insert(person_id / self.partition_persons);
             let buffer = &self.seal_buffers[sealed.buffer];
@@ -1612,6 +1618,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
                 )?,
             }
         }
+        self.flushing = pending;
         self.pending_bytes = 0;
         Ok(())
     }
