@@ -143,14 +143,14 @@ fn string_bytes(text: &[u8], out: &mut Vec<u8>) {
 fn row_string_bytes(row: &[u8], range: std::ops::Range<usize>, out: &mut Vec<u8>) {
     const WINDOW: usize = 16;
     let length = range.len();
-    varint(length as u64, out);
     match row.get(range.start..range.start + WINDOW) {
         Some(window) if length <= WINDOW => {
+            varint(length as u64, out);
             let end = out.len() + length;
             out.extend_from_slice(window);
             out.truncate(end);
         }
-        _ => out.extend_from_slice(&row[range]),
+        _ => string_bytes(&row[range], out),
     }
 }
 
@@ -280,17 +280,29 @@ struct RowBytes {
 /// check a string's bytes either, since a row without control bytes has none in its strings, and
 /// a row with non-ASCII bytes is checked as UTF-8 whole.
 fn index_quotes(text: &[u8], quote_words: &mut Vec<u64>) -> RowBytes {
+    #[cfg(target_arch = "x86_64")]
+    let scan = |blocks: std::slice::ChunksExact<'_, u8>, tail: &[u8; 64], words: &mut Vec<u64>| {
+        // SAFETY: SSE2, the one feature `index_blocks_sse2` enables, is part of x86-64: every
+        // x86-64 processor has it.
+        unsafe { index_blocks_sse2(blocks, tail, words) }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let scan = index_blocks_portable;
+    index_quotes_with(text, quote_words, scan)
+}
+
+/// [`index_quotes`] with the pass `scan` over the row's 64-byte blocks and its tail, padded to
+/// a block with spaces (neither quotes nor special).
+fn index_quotes_with(
+    text: &[u8],
+    quote_words: &mut Vec<u64>,
+    scan: impl FnOnce(std::slice::ChunksExact<'_, u8>, &[u8; 64], &mut Vec<u64>) -> RowBytes,
+) -> RowBytes {
     quote_words.clear();
     let blocks = text.chunks_exact(64);
-    // The tail is padded with spaces, which are neither quotes nor special.
     let mut tail = [b' '; 64];
     tail[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE2, the one feature `index_blocks_sse2` enables, is part of x86-64: every x86-64
-    // processor has it.
-    return unsafe { index_blocks_sse2(blocks, &tail, quote_words) };
-    #[cfg(not(target_arch = "x86_64"))]
-    return index_blocks_portable(blocks, &tail, quote_words);
+    scan(blocks, &tail, quote_words)
 }
 
 /// [`index_quotes`]'s pass over the row's 64-byte blocks and its padded tail, with SSE2: 16 bytes
@@ -1394,11 +1406,8 @@ mod tests {
         ) {
             let mut sse = Vec::new();
             let row = index_quotes(&text, &mut sse);
-            let blocks = text.chunks_exact(64);
-            let mut tail = [b' '; 64];
-            tail[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
             let mut portable = Vec::new();
-            prop_assert_eq!(index_blocks_portable(blocks, &tail, &mut portable), row);
+            prop_assert_eq!(index_quotes_with(&text, &mut portable, index_blocks_portable), row);
             prop_assert_eq!(&portable, &sse);
             prop_assert_eq!(sse.len(), text.len() / 64 + 1);
             for (at, byte) in text.iter().enumerate() {
