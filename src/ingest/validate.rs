@@ -10,7 +10,7 @@
 //! rows across row groups.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -306,29 +306,61 @@ const TYPED_FIELDS: &[(&[&str], Expect)] = &[
     (&["placeContext", "geo", "countryCode"], Expect::CountryCode),
 ];
 
-/// Typed fields by the first name of their path: the rest of the path and the expected type.
-/// Hashed with aHash: every top-level entry of every event is looked up here, and std's SipHash
-/// made that 8% of a worker's time over a 1M load.
-type TypedFieldsByName =
-    HashMap<&'static [u8], Vec<(&'static [&'static str], Expect)>, ahash::RandomState>;
+/// [`TYPED_FIELDS`] by the first name of their path, each with the rest of its path and the
+/// expected type; without the timestamp, which [`prepare_text`] reads (with the same rule) on
+/// its own. Indexed by the name's length, then looked through: every top-level entry of every
+/// event is looked up here, and most entries' names have a length no typed name has, so one
+/// index answers. (aHash over the name and a probe were half of `prepare_text`'s own time.)
+struct TypedFieldsByName {
+    by_length: Vec<Vec<TypedFieldsUnder>>,
+}
 
-/// [`TYPED_FIELDS`] by the name their path starts with, each with the rest of its path; without
-/// the timestamp, which [`prepare_text`] reads (with the same rule) on its own.
-static TYPED_FIELDS_BY_FIRST_NAME: std::sync::LazyLock<TypedFieldsByName> =
-    std::sync::LazyLock::new(|| {
-        let mut by_first = TypedFieldsByName::default();
+/// The typed fields under one top-level name.
+struct TypedFieldsUnder {
+    name: &'static [u8],
+    fields: Vec<(&'static [&'static str], Expect)>,
+}
+
+impl TypedFieldsByName {
+    fn new() -> Self {
+        let mut by_length: Vec<Vec<TypedFieldsUnder>> = Vec::new();
         for (path, expected) in TYPED_FIELDS {
-            if let [first, rest @ ..] = path
-                && *path != ["timestamp"]
-            {
-                by_first
-                    .entry(first.as_bytes())
-                    .or_default()
-                    .push((rest, *expected));
+            let [first, rest @ ..] = path else { continue };
+            if *path == ["timestamp"] {
+                continue;
             }
+            let name = first.as_bytes();
+            if by_length.len() <= name.len() {
+                by_length.resize_with(name.len() + 1, Vec::new);
+            }
+            let same_length = &mut by_length[name.len()];
+            let at = match same_length.iter().position(|under| under.name == name) {
+                Some(at) => at,
+                None => {
+                    same_length.push(TypedFieldsUnder {
+                        name,
+                        fields: Vec::new(),
+                    });
+                    same_length.len() - 1
+                }
+            };
+            same_length[at].fields.push((rest, *expected));
         }
-        by_first
-    });
+        Self { by_length }
+    }
+
+    /// The typed fields under the top-level entry `name`: the rest of each path and its type.
+    fn get(&self, name: &[u8]) -> Option<&[(&'static [&'static str], Expect)]> {
+        self.by_length
+            .get(name.len())?
+            .iter()
+            .find(|under| packed::is_key(under.name, name))
+            .map(|under| under.fields.as_slice())
+    }
+}
+
+static TYPED_FIELDS_BY_FIRST_NAME: std::sync::LazyLock<TypedFieldsByName> =
+    std::sync::LazyLock::new(TypedFieldsByName::new);
 
 /// Returns the dotted path of the first `null` inside `value`.
 fn find_null(value: &Value, path: &mut Vec<String>) -> Option<String> {
@@ -488,39 +520,42 @@ fn prepare_text(
         return None;
     }
     let body = packed_body.as_slice();
-    // The row's top-level entries, noted as they were packed: every checked path starts among
-    // them. (A row that is not an object has none, so no identityMap.)
-    let top = || transcode.top_fields(body);
-    let packed_at = |path: &[&str]| -> Option<&[u8]> {
-        let (first, rest) = path.split_first()?;
-        let (_, start) = top().find(|(name, _)| *name == first.as_bytes())?;
-        packed::field_at(start, rest)
-    };
-    let node_at = |path: &[&str]| packed_at(path).and_then(packed::node);
-    let identities = last_identities.keys_of(packed_at(&["identityMap"])?)?;
-    // Each top-level entry is matched once against the typed fields under it, rather than every
-    // typed field looked for among the entries (most are absent from any one row).
-    for (name, start) in top() {
+    // One pass over the row's top-level entries, noted as they were packed (every checked path
+    // starts among them; a row that is not an object has none, so no identityMap): each is
+    // matched once against what is read from it and the typed fields under it, rather than every
+    // path looked for among the entries (most typed ones are absent from any one row).
+    let mut identity_map = None;
+    let mut timestamp = None;
+    let mut id = None;
+    for (name, value) in transcode.top_fields(body) {
+        if packed::is_key(name, b"identityMap") {
+            identity_map = Some(value);
+        } else if packed::is_key(name, b"timestamp") {
+            timestamp = Some(value);
+        } else if packed::is_key(name, b"_id") {
+            id = Some(value);
+        }
         let Some(typed) = TYPED_FIELDS_BY_FIRST_NAME.get(name) else {
             continue;
         };
         for (rest, expected) in typed {
-            if let Some(node) = packed::field_at(start, rest).and_then(packed::node)
+            if let Some(node) = packed::field_at(value, rest).and_then(packed::node)
                 && !expected.accepts(node.into())
             {
                 return None;
             }
         }
     }
+    let identities = last_identities.keys_of(identity_map?)?;
     // The timestamp is checked apart (the map leaves it out): an event must have one and needs
     // its value.
-    let timestamp = match node_at(&["timestamp"]) {
+    let timestamp = match timestamp.and_then(packed::node) {
         Some(node) => Some(timestamp_ms(node.into())?),
         None => None,
     };
     match kind {
         RecordKind::Event => {
-            let id = match node_at(&["_id"])? {
+            let id = match id.and_then(packed::node)? {
                 packed::Node::String(id) if !id.is_empty() => id,
                 _ => return None,
             };
@@ -530,7 +565,11 @@ fn prepare_text(
         }
         RecordKind::Profile => {
             // Checked above as a typed field: present means a valid date-time.
-            let effective_ts = node_at(&["extSourceSystemAudit", "lastUpdatedDate"])
+            let effective_ts = transcode
+                .top_fields(body)
+                .find(|(name, _)| packed::is_key(name, b"extSourceSystemAudit"))
+                .and_then(|(_, audit)| packed::field(audit, "lastUpdatedDate"))
+                .and_then(packed::node)
                 .and_then(|node| timestamp_ms(node.into()));
             // The text is kept as it came: the store only ever parses a record's body (to merge
             // it), and the lexer has found it to be JSON in UTF-8 that repeats no key, so it reads

@@ -717,10 +717,14 @@ fn note_key(
     let key = start..out.len();
     let last = out.last().copied().unwrap_or(0);
     let bit = 1u64 << ((key.len() as u64 * 7 + u64::from(last)) % 64);
+    // Each key's bytes start with its length, so the byte after it (the key's first) is
+    // compared before the whole keys, as in [`is_key`].
     let repeated = *key_bits & bit != 0
-        && keys[first_key..]
-            .iter()
-            .any(|known| out[known.clone()] == out[key.clone()]);
+        && keys[first_key..].iter().any(|known| {
+            known.len() == key.len()
+                && out.get(known.start + 1) == out.get(key.start + 1)
+                && out[known.clone()] == out[key.clone()]
+        });
     *key_bits |= bit;
     keys.push(key);
     repeated
@@ -773,7 +777,15 @@ fn write_long_count(out: &mut Vec<u8>, count_at: usize, count: usize) {
 /// Returns the packed value of `key` in the packed object `object`, or `None` when `object` is
 /// not an object, lacks the key or is malformed.
 pub fn field<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    fields(object)?.find_map(|(name, value)| (name == key.as_bytes()).then_some(value))
+    fields(object)?.find_map(|(name, value)| is_key(name, key.as_bytes()).then_some(value))
+}
+
+/// Whether the key `name` is `key`. The first bytes are compared before the slices: names of
+/// the same length mostly differ there, and comparing slices calls `memcmp` (a tenth of the
+/// checks' time when keys were looked up in the rows of batch ingestion).
+#[inline]
+pub fn is_key(name: &[u8], key: &[u8]) -> bool {
+    name.len() == key.len() && name.first() == key.first() && name == key
 }
 
 /// Returns the packed value at `path` (keys of nested objects) under the packed object `object`,
