@@ -1433,8 +1433,7 @@ impl<'a, 'txn, 'log> BatchWriter<'a, 'txn, 'log> {
         for ((key, hash), owner) in keys.iter().zip(hashes).zip(owners) {
             // Identities of an absorbed person were re-pointed by `absorb`. A key the row names
             // twice is new only the first time.
-            if owner.is_none() && self.identities.get(hash).is_none() {
-                self.identities.set(hash, target);
+            if owner.is_none() && self.identities.set_unowned(hash, target) {
                 header.identities.push(key.clone());
             }
         }
