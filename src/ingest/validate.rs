@@ -198,7 +198,11 @@ impl Expect {
             | (Self::Boolean, Shape::Boolean)
             | (Self::Array, Shape::Array) => true,
             (Self::Date, Shape::String(text)) => {
-                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+                // As `NaiveDate::parse_from_str(text, "%Y-%m-%d")`, with the format read once:
+                // reading it per date was a twentieth of a worker's time over CRM records.
+                let mut parsed = chrono::format::Parsed::new();
+                chrono::format::parse(&mut parsed, text, DATE_FORMAT.iter()).is_ok()
+                    && parsed.to_naive_date().is_ok()
             }
             (Self::DateTime, shape) => timestamp_ms(shape).is_some(),
             (Self::CountryCode, Shape::String(text)) => is_upper_code(text, 2),
@@ -221,6 +225,14 @@ impl Expect {
         }
     }
 }
+
+/// The items of the format `%Y-%m-%d`, which [`Expect::Date`] values follow.
+static DATE_FORMAT: std::sync::LazyLock<Vec<chrono::format::Item<'static>>> =
+    std::sync::LazyLock::new(|| {
+        chrono::format::StrftimeItems::new("%Y-%m-%d")
+            .parse_to_owned()
+            .expect("a valid format")
+    });
 
 /// Whether `text` is `letters` upper-case ASCII letters (a country or currency code).
 fn is_upper_code(text: &str, letters: usize) -> bool {
