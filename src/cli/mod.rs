@@ -51,8 +51,8 @@ pub fn main() -> ExitCode {
 /// kernel zeroes 2 MiB at a page's first touch, and again after mimalloc returns part of one and
 /// takes it back. A bulk load allocates and frees gigabytes in small values (rows, record texts,
 /// the identity index's growing tables): perf over the records of 1M generated profiles put 20% of
-/// all samples in the kernel zeroing huge pages. With them off, `sys` time fell by a third and a
-/// 1M load ran 5-10% faster in alternating runs, at the same peak memory (README, session 14).
+/// all samples in the kernel zeroing huge pages. With them off, those records' `sys` time fell
+/// by a third and a 1M load's CPU by about 5%, at the same peak memory (README, session 14).
 /// Failing (an old kernel) only leaves huge pages on, so the result is ignored.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]

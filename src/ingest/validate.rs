@@ -539,6 +539,7 @@ fn prepare_text(
     let mut identity_map = None;
     let mut timestamp = None;
     let mut id = None;
+    let mut audit = None;
     for (name, value) in transcode.top_fields(body) {
         if packed::is_key(name, b"identityMap") {
             identity_map = Some(value);
@@ -546,6 +547,8 @@ fn prepare_text(
             timestamp = Some(value);
         } else if packed::is_key(name, b"_id") {
             id = Some(value);
+        } else if packed::is_key(name, b"extSourceSystemAudit") {
+            audit = Some(value);
         }
         let Some(typed) = TYPED_FIELDS_BY_FIRST_NAME.get(name) else {
             continue;
@@ -577,10 +580,8 @@ fn prepare_text(
         }
         RecordKind::Profile => {
             // Checked above as a typed field: present means a valid date-time.
-            let effective_ts = transcode
-                .top_fields(body)
-                .find(|(name, _)| packed::is_key(name, b"extSourceSystemAudit"))
-                .and_then(|(_, audit)| packed::field(audit, "lastUpdatedDate"))
+            let effective_ts = audit
+                .and_then(|audit| packed::field(audit, "lastUpdatedDate"))
                 .and_then(packed::node)
                 .and_then(|node| timestamp_ms(node.into()));
             // The text is kept as it came: the store only ever parses a record's body (to merge

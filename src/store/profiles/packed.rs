@@ -717,8 +717,8 @@ fn note_key(
     let key = start..out.len();
     let last = out.last().copied().unwrap_or(0);
     let bit = 1u64 << ((key.len() as u64 * 7 + u64::from(last)) % 64);
-    // Each key's bytes start with its length, so the byte after it (the key's first) is
-    // compared before the whole keys, as in [`is_key`].
+    // Each key's bytes start with its length, so the byte after it (for a key under 128
+    // bytes, its first) is compared before the whole keys, as in [`is_key`].
     let repeated = *key_bits & bit != 0
         && keys[first_key..].iter().any(|known| {
             known.len() == key.len()
