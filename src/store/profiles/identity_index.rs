@@ -479,6 +479,24 @@ mod tests {
     }
 
     #[test]
+    fn a_first_write_removing_identities_leaves_none_of_them() {
+        // A first write's changes become the empty shards whole: its removals must not.
+        let dir = tempfile::tempdir().unwrap();
+        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let mut write = index.begin();
+        write.set(hash("kept"), 1);
+        write.set(hash("gone"), 2);
+        write.remove(hash("gone"));
+        write.remove(hash("never"));
+        write.sync().unwrap();
+        write.commit(|| Ok::<_, ()>(())).unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.read().get(hash("kept")), Some(1));
+        assert_eq!(index.read().get(hash("gone")), None);
+        assert_eq!(index.read().get(hash("never")), None);
+    }
+
+    #[test]
     fn an_unowned_identity_is_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
         let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
