@@ -118,7 +118,10 @@ def main():
             print(f"generate: {profiles} profiles in {generate_seconds:.1f} s = {profiles / generate_seconds:,.0f} profiles/s")
             print(f"ingest (batch path, validation, one transaction per dataset): {ingest_seconds:.1f} s = "
                   f"{profiles / ingest_seconds:,.0f} profiles/s, peak RSS of generate/ingest {peak_mb:,.0f} MB")
-            print("  " + output.strip().splitlines()[0])
+            # The summary, then a line per dataset with its time: records and events cost very
+            # differently per byte.
+            for line in output.strip().splitlines():
+                print("  " + line.strip())
             disk = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(data_dir) for name in names)
             print(f"disk: {disk / profiles:,.0f} bytes/profile ({disk / 1e6:,.0f} MB)")
             open(loaded, "w").close()
