@@ -743,6 +743,25 @@ fn segment_files(dir: &Path) -> Vec<(String, u64)> {
 }
 
 /// Events of persons `c-0..c-{persons}`, `per_person` each, ids starting at `first`.
+/// A person's rows that come one after another, with a flush between every two, each reach it:
+/// the writer's shortcut for rows naming the last row's identities must not outlive the flush
+/// that wrote that person out of memory.
+#[test]
+fn consecutive_rows_of_a_person_flushed_between_all_reach_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap().with_flush_bytes(1);
+    let ids = json!({"CRMID": [{"id": "c-1", "primary": true}]});
+    let rows: Vec<Value> = (0..3)
+        .map(|i| event(ids.clone(), &format!("e{i}"), "2024-01-01T00:00:00Z"))
+        .collect();
+    store
+        .apply_batch(&tenant(), "web", RecordKind::Event, rows)
+        .unwrap();
+    let profiles = all_profiles(&store, &MergePolicy::default());
+    assert_eq!(profiles.len(), 1);
+    assert_eq!(profiles[0].total_events, 3);
+}
+
 fn events_of(persons: usize, per_person: usize, first: usize) -> Vec<Value> {
     (0..persons * per_person)
         .map(|i| {
