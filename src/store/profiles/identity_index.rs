@@ -460,6 +460,13 @@ mod tests {
         IdentityHash::of(1, key)
     }
 
+    /// An index opened on a new directory, which the caller keeps for as long as it reads it.
+    fn empty_index() -> (tempfile::TempDir, IdentityIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        (dir, index)
+    }
+
     #[test]
     fn fingerprints_are_fixed_and_tell_tenants_apart() {
         // Stored in logs: a change of hash function would orphan every store.
@@ -481,8 +488,7 @@ mod tests {
     #[test]
     fn a_first_write_removing_identities_leaves_none_of_them() {
         // A first write's changes become the empty shards whole: its removals must not.
-        let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let (_dir, index) = empty_index();
         let mut write = index.begin();
         write.set(hash("kept"), 1);
         write.set(hash("gone"), 2);
@@ -498,8 +504,7 @@ mod tests {
 
     #[test]
     fn an_unowned_identity_is_claimed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let (_dir, index) = empty_index();
         let mut write = index.begin();
         assert!(write.set_unowned(hash("a"), 1));
         assert!(
@@ -514,8 +519,7 @@ mod tests {
 
     #[test]
     fn committed_changes_survive_reopening_and_uncommitted_ones_vanish() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let (dir, index) = empty_index();
         let mut write = index.begin();
         write.set(hash("a"), 1);
         write.set(hash("b"), 1);
@@ -564,8 +568,7 @@ mod tests {
 
     #[test]
     fn bytes_past_the_committed_end_are_cut_off_at_opening() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let (dir, index) = empty_index();
         let mut write = index.begin();
         write.set(hash("a"), 1);
         // Synced, then the process dies before the database commit recorded the end.
@@ -594,8 +597,7 @@ mod tests {
 
     #[test]
     fn many_identities_spread_over_every_shard() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let (dir, index) = empty_index();
         let mut write = index.begin();
         for n in 0..50_000u64 {
             write.set(hash(&n.to_string()), n + 1);
@@ -617,8 +619,7 @@ mod tests {
     /// the file not in use.
     #[test]
     fn a_sparse_log_is_rewritten_into_the_other_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = IdentityIndex::open(dir.path(), LogPosition::default()).unwrap();
+        let (dir, index) = empty_index();
         let mut position = LogPosition::default();
         // 10 identities, each re-pointed in five writes: 50 entries, 10 live.
         for person in 1..=5 {
