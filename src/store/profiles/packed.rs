@@ -176,22 +176,31 @@ pub struct TranscodeFlags {
     pub has_duplicate_key: bool,
 }
 
+/// A `u64` with each of its eight bytes 1.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// A `u64` with the high bit of each of its eight bytes set.
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` below `n` (n <= 128), eight bytes at once. The lowest set
+/// bit is exact; a bit above a byte that is below `n` may be set wrongly, which is enough to find
+/// the first such byte or to tell whether any byte is.
+#[inline]
+fn bytes_below(word: u64, n: u64) -> u64 {
+    word.wrapping_sub(ONES * n) & !word & HIGHS
+}
+
 /// The length of the run of string bytes at the start of `bytes` that need no attention: up to
 /// the first quote, backslash or control character (or the end). Eight bytes at a time: the byte
 /// loop was the lexer's slowest part. Used for rows with escapes or control bytes, whose quotes
 /// [`index_quotes`] cannot vouch for.
 fn plain_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each byte of `word` below `n` (n <= 128) or equal to 0; the lowest set
-    // one is exact, which is all that is read.
-    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
     let mut at = 0;
     while let Some(word) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let special = below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1)
-            | below(word, 0x20);
+        // The lowest set bit is exact, which is all that is read.
+        let special = bytes_below(word ^ (ONES * u64::from(b'"')), 1)
+            | bytes_below(word ^ (ONES * u64::from(b'\\')), 1)
+            | bytes_below(word, 0x20);
         if special != 0 {
             return at + (special.trailing_zeros() / 8) as usize;
         }
@@ -202,6 +211,12 @@ fn plain_run(bytes: &[u8]) -> usize {
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .unwrap_or(rest.len())
+}
+
+/// Whether `byte` is JSON whitespace (a form feed, for one, is not).
+#[inline]
+fn is_json_whitespace(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\n' | b'\r' | b'\t')
 }
 
 /// Nesting deeper than this is not taken: the caller's slow way (serde_json, whose limit is 128)
@@ -238,9 +253,8 @@ pub fn transcode_text(
     // Whitespace around the value means nothing, and rows often end in a newline: the lexer
     // reads the value alone, so that [`index_quotes`] does not take the newline for a control
     // byte in a string.
-    let is_whitespace = |byte: &u8| matches!(byte, b' ' | b'\n' | b'\r' | b'\t');
-    let start = text.iter().position(|byte| !is_whitespace(byte))?;
-    let end = text.iter().rposition(|byte| !is_whitespace(byte))? + 1;
+    let start = text.iter().position(|&byte| !is_json_whitespace(byte))?;
+    let end = text.iter().rposition(|&byte| !is_json_whitespace(byte))? + 1;
     let text = &text[start..end];
     let row = index_quotes(text, quote_words);
     if row.maybe_non_ascii {
@@ -354,11 +368,6 @@ fn index_blocks_portable(
     tail: &[u8; 64],
     quote_words: &mut Vec<u64>,
 ) -> RowBytes {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each byte of `word` below `n` (n <= 128) or equal to 0; wrong only above
-    // a byte that is right, which is enough to tell whether any byte is.
-    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
     let mut special = 0u64;
     let mut high = 0u64;
     for block in blocks.chain([tail.as_slice()]) {
@@ -372,7 +381,7 @@ fn index_blocks_portable(
             // Gathers the eight high bits into one byte, bit i from byte i.
             let packed = (quotes >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
             quote_bits |= packed << (8 * word_at);
-            special |= below(word ^ (ONES * u64::from(b'\\')), 1) | below(word, 0x20);
+            special |= bytes_below(word ^ (ONES * u64::from(b'\\')), 1) | bytes_below(word, 0x20);
             high |= word;
         }
         quote_words.push(quote_bits);
@@ -440,7 +449,11 @@ struct TextTranscoder<'a> {
 
 impl<'a> TextTranscoder<'a> {
     fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.text.get(self.at) {
+        while self
+            .text
+            .get(self.at)
+            .is_some_and(|&byte| is_json_whitespace(byte))
+        {
             self.at += 1;
         }
     }
@@ -466,7 +479,7 @@ impl<'a> TextTranscoder<'a> {
         self.at += 1;
         match next {
             b',' => Some(false),
-            b' ' | b'\n' | b'\r' | b'\t' => {
+            _ if is_json_whitespace(next) => {
                 self.skip_whitespace();
                 self.after_item(close)
             }
@@ -490,7 +503,7 @@ impl<'a> TextTranscoder<'a> {
         let mut next = *self.text.get(self.at)?;
         // Looked at only when no value starts here: mostly compact JSON, whose values follow
         // their colon or comma at once.
-        if let b' ' | b'\n' | b'\r' | b'\t' = next {
+        if is_json_whitespace(next) {
             self.skip_whitespace();
             next = *self.text.get(self.at)?;
         }
